@@ -1,0 +1,1 @@
+"""One runnable script per chapter: `python -m chapters.<name> [--quick] [--help]`."""

@@ -1,0 +1,68 @@
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import pytest
+
+import utils
+from tests.conftest import ROOT
+from chapters import train_basics
+
+
+def test_try_all_gpus_falls_back_to_cpu():
+    if mx.context.num_gpus() == 0:
+        assert utils.try_all_gpus() == [mx.cpu()]
+        assert utils.try_gpu() == mx.cpu()
+
+
+@pytest.mark.parametrize('spec, expected', [
+    ('cpu', [mx.cpu()]), ('cpu:2', [mx.cpu(0), mx.cpu(1)]), ('CPU:3', [mx.cpu(i) for i in range(3)]),
+])
+def test_parse_devices(spec, expected):
+    assert utils.parse_devices(spec) == expected
+
+
+def test_parse_devices_from_environment(monkeypatch):
+    monkeypatch.setenv('MX_DEVICES', 'cpu:2')
+    assert utils.parse_devices(None) == [mx.cpu(0), mx.cpu(1)]
+
+
+@pytest.mark.parametrize('spec', ['tpu', 'cpu:0', 'cpu:x', 'gpu:a'])
+def test_parse_devices_rejects(spec):
+    with pytest.raises(utils.UserError, match='not understood'):
+        utils.parse_devices(spec)
+
+
+def test_omp_threads_default_and_user_choice():
+    code = 'import utils, os; print(os.environ["OMP_NUM_THREADS"])'
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    assert int(out) == len(os.sched_getaffinity(0))
+    env['OMP_NUM_THREADS'] = '1'
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == '1'
+
+
+def test_train_basics_chapter_on_two_contexts(tmp_path, capsys):
+    metrics = tmp_path / 'm.json'
+    train_basics.main(['--devices', 'cpu:2', '--epochs', '2', '--out', str(tmp_path / 'out'),
+                       '--metrics-json', str(metrics), '--no-progress'])
+    out = capsys.readouterr().out
+    assert 'Start training on [cpu(0), cpu(1)]' in out
+    result = json.loads(metrics.read_text())
+    assert result['devices'] == ['cpu(0)', 'cpu(1)']
+    assert len(result['history']['test_acc']) == 2
+    assert result['history']['test_acc'][-1] > 0.9  # two well separated blobs
+    assert (tmp_path / 'out' / 'history.png').stat().st_size > 1000
+
+
+def test_bad_option_is_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'chapters.train_basics', '--devices', 'tpu:1',
+                           '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: devices 'tpu:1' not understood: use 'auto', 'cpu', 'cpu:N' or 'gpu:0,1'"]

@@ -1,0 +1,16 @@
+"""The textbook's helper module: `import utils`, then `utils.train(...)`, `utils.try_all_gpus()`.
+
+OMP_NUM_THREADS is set before anything imports MXNet (see utils.threads).
+"""
+from .threads import default_omp_threads
+
+default_omp_threads()
+
+from .devices import try_gpu, try_all_gpus, parse_devices  # noqa: E402
+from .download import download, extract  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .plotting import show_images, plot_history  # noqa: E402
+from .training import train, evaluate_accuracy  # noqa: E402
+
+__all__ = ['try_gpu', 'try_all_gpus', 'parse_devices', 'download', 'extract', 'UserError',
+           'show_images', 'plot_history', 'train', 'evaluate_accuracy']

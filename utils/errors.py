@@ -1,0 +1,22 @@
+"""Errors caused by the user's input or machine, shown as one line instead of a traceback."""
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A problem the user can fix: the message names the file or value and says what to do."""
+
+
+def main_guard(main):
+    """Run a command-line entry point, turning a UserError into one line on stderr and status 2."""
+    @functools.wraps(main)
+    def guarded(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            print('error: %s' % err, file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print('interrupted', file=sys.stderr)
+            sys.exit(130)
+    return guarded
