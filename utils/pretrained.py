@@ -9,8 +9,10 @@ Every network has `.features` and `.output` and expects the same input: RGB, sca
 normalised with the ImageNet mean and standard deviation (IMAGENET_MEAN, IMAGENET_STD), shape
 (N, 3, 224, 224): `preprocess` and `imagenet_transform` do exactly that.
 """
+import contextlib
 import functools
 import importlib.util
+import io
 import os
 import sys
 import zipfile
@@ -115,8 +117,11 @@ def fetch_store_file(name, root):
 
     with scratch_path(os.path.join(root, file_name + '.zip')) as zip_tmp, \
             scratch_path(path) as params_tmp:
+        print('Downloading %s to %s' % (url, root))
         try:
-            gluon.utils.download(url, path=zip_tmp, overwrite=True, retries=0)
+            # gluon's own progress line names the scratch file: not helpful to show
+            with contextlib.redirect_stdout(io.StringIO()):
+                gluon.utils.download(url, path=zip_tmp, overwrite=True, retries=0)
         except Exception as err:  # requests and gluon raise many kinds
             raise fail(_short(err)) from None
         try:
@@ -131,8 +136,12 @@ def fetch_store_file(name, root):
 
 
 def _short(err):
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return text[:160]
+    """One line of an exception: MXNet puts its reason on the last line, others on the first."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    text = lines[-1] if isinstance(err, mx.base.MXNetError) else lines[0]
+    return text.replace('MXNetError: ', '')[:160]
 
 
 # %% MobileNetV2 with torchvision's weights
