@@ -5,6 +5,8 @@ trying several mirrors, checking the sha1 BEFORE the file takes its final name (
 first and checks after, leaving a corrupt file in place), one re-fetch on a wrong sha1, and a
 one-line message saying where to put the file by hand when there is no network.
 """
+import contextlib
+import io
 import os
 import tarfile
 import zipfile
@@ -34,8 +36,11 @@ def download(urls, path, sha1, retries=2):
     for url in urls:
         for attempt in range(2):  # a wrong sha1 is fetched once more before giving up
             with scratch_path(path) as tmp:
+                print('Downloading %s from %s' % (os.path.basename(path), url))
                 try:
-                    gluon.utils.download(url, path=tmp, overwrite=True, retries=retries)
+                    # gluon prints the temporary name and every retry: keep its chatter out
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        gluon.utils.download(url, path=tmp, overwrite=True, retries=retries)
                 except Exception as err:  # requests and gluon raise many kinds
                     failures.append('%s: %s' % (url, _short(err)))
                     break
