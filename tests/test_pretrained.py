@@ -1,10 +1,13 @@
 import hashlib
 import http.server
+import collections
 import io
 import os
 import pickle
 import socket
+import sys
 import threading
+import types
 import zipfile
 
 import numpy as np
@@ -144,6 +147,73 @@ def test_reader_reads_the_real_file():
                                [0.01318534, -0.00432129], rtol=1e-5)
     np.testing.assert_allclose(state['classifier.1.bias'][:2], [0.04718802, 0.00994938],
                                rtol=1e-5)
+
+
+class StorageRef:
+    def __init__(self, key, array):
+        self.key, self.array = key, array
+
+
+class TensorRef:
+    def __init__(self, storage, offset, size, stride):
+        self.args = (storage, offset, size, stride, False, collections.OrderedDict())
+
+    def __reduce__(self):
+        return (sys.modules['torch._utils']._rebuild_tensor_v2, self.args)
+
+
+class LegacyPickler(pickle.Pickler):
+    """Writes storages as torch.save's legacy format does: by persistent id."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, StorageRef):
+            kind = {np.float32: 'FloatStorage', np.int64: 'LongStorage'}[obj.array.dtype.type]
+            return ('storage', getattr(sys.modules['torch'], kind), obj.key, 'cpu',
+                    obj.array.size, None)
+        return None
+
+
+def test_reader_follows_offsets_strides_and_shared_storages(tmp_path, monkeypatch):
+    # torch.save(..., _use_new_zipfile_serialization=False) of torch 2.14.1 wrote the same
+    # layout for base.view(3, 4), its transpose, base[5::3] and a scalar: read the same way.
+    torch = types.ModuleType('torch')
+    torch._utils = types.ModuleType('torch._utils')
+    for name in ('FloatStorage', 'LongStorage'):
+        setattr(torch, name, type(name, (), {'__module__': 'torch'}))
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError('the reader must not call into torch')
+
+    _rebuild_tensor_v2.__module__ = 'torch._utils'
+    _rebuild_tensor_v2.__qualname__ = '_rebuild_tensor_v2'
+    torch._utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    monkeypatch.setitem(sys.modules, 'torch', torch)
+    monkeypatch.setitem(sys.modules, 'torch._utils', torch._utils)
+    base = StorageRef('140', np.arange(12, dtype=np.float32))
+    count = StorageRef('141', np.array([7], dtype=np.int64))
+    state = collections.OrderedDict([
+        ('a', TensorRef(base, 0, (3, 4), (4, 1))), ('b', TensorRef(base, 0, (4, 3), (1, 4))),
+        ('c', TensorRef(base, 5, (3,), (3,))), ('n', TensorRef(count, 0, (), ()))])
+    buf = io.BytesIO()
+    for record in (torch_pickle.LEGACY_MAGIC, torch_pickle.LEGACY_PROTOCOL,
+                   {'little_endian': True}):
+        pickle.dump(record, buf, protocol=2)
+    LegacyPickler(buf, protocol=2).dump(state)
+    pickle.dump(['140', '141'], buf, protocol=2)
+    for ref in (base, count):
+        buf.write(np.int64(ref.array.size).tobytes() + ref.array.tobytes())
+    path = tmp_path / 'small.pth'
+    path.write_bytes(buf.getvalue())
+    read = torch_pickle.read_state_dict(str(path), hashlib.sha256(buf.getvalue()).hexdigest())
+    grid = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert list(read) == ['a', 'b', 'c', 'n']
+    np.testing.assert_array_equal(read['a'], grid)
+    np.testing.assert_array_equal(read['b'], grid.T)
+    np.testing.assert_array_equal(read['c'], [5, 8, 11])
+    assert read['n'].dtype == np.int64 and read['n'].shape == () and read['n'] == 7
+    path.write_bytes(buf.getvalue()[:-4])  # the last storage cut short
+    with pytest.raises(utils.UserError, match='truncated'):
+        torch_pickle.read_state_dict(str(path), torch_pickle.sha256_of(str(path)))
 
 
 def test_reader_refuses_wrong_sha256(tmp_path):
