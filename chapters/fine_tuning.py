@@ -31,8 +31,8 @@ HYBRID = {}
 FACE_PHOTOS = ('astronaut.png', 'coffee.png')  # a face, and no face
 
 
-def parse_args(argv=None):
-    parser = chapter_parser(__doc__.splitlines()[0], default_out='out/fine_tuning')
+def build_parser(description=__doc__.splitlines()[0], default_out='out/fine_tuning'):
+    parser = chapter_parser(description, default_out=default_out)
     parser.add_argument('--dataset', choices=['auto', 'hotdog', 'faces'], default='auto',
                         help='auto: hotdog when it can be had, else faces (offline)')
     parser.add_argument('--model', default='auto',
@@ -57,7 +57,12 @@ def parse_args(argv=None):
                              '(also $HOTDOG_URL)')
     parser.add_argument('--data-sha1', default=os.environ.get('HOTDOG_SHA1', HOTDOG_SHA1),
                         help="sha1 of the mirror's hotdog.zip (also $HOTDOG_SHA1)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None, parser=None):
+    """The options, with the defaults that depend on --quick filled in."""
+    args = (parser or build_parser()).parse_args(argv)
     quick = args.quick
     args.epochs = args.epochs or 10
     args.batch_size = args.batch_size or (32 if quick else 64)

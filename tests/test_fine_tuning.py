@@ -3,14 +3,13 @@ import hashlib
 import http.server
 import io
 import json
-import os
 import socket
 import threading
 import zipfile
 
 import numpy as np
 import pytest
-from mxnet import image, nd
+from mxnet import nd
 
 from chapters import fine_tuning
 from utils.datasets import image_folder
