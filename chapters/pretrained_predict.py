@@ -21,7 +21,8 @@ from mxnet import nd
 
 from utils.cli import Run, chapter_parser, devices_from
 from utils.errors import main_guard
-from utils.pretrained import OFFLINE_MODEL, centre_crop, imagenet_synsets, known_models
+from utils.pretrained import (OFFLINE_MODEL, centre_crop, imagenet_synsets, input_size,
+                              known_models)
 
 SKIMAGE_PHOTOS = ('coffee.png', 'chelsea.png', 'astronaut.png', 'rocket.jpg',
                   'motorcycle_left.png')
@@ -41,7 +42,10 @@ def parse_args(argv=None):
     parser.add_argument('--model', default=OFFLINE_MODEL,
                         help='pretrained network, one of: %s' % ', '.join(known_models()))
     parser.add_argument('--top', type=int, default=5, help='classes shown per image')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 1 <= args.top <= 1000:
+        parser.error('--top %d: give a number of classes from 1 to 1000' % args.top)
+    return args
 
 
 # %% [markdown]
@@ -70,7 +74,9 @@ def main(argv=None):
 
     # %% The pretrained network and the preprocessing it was trained with
     model = utils.get_pretrained(args.model, ctx=ctx)
-    inputs = nd.concat(*[utils.preprocess(img) for img in images], dim=0)
+    size = input_size(args.model)  # crop `size` of the shorter side resized to size * 256/224
+    resize = size * 256 // 224
+    inputs = nd.concat(*[utils.preprocess(img, size, resize) for img in images], dim=0)
     Y_proba = model(inputs.as_in_context(ctx)).softmax()
 
     # %% The top-K classes of each image
@@ -86,8 +92,9 @@ def main(argv=None):
               for top in top_K]
     cols = min(3, len(images))
     figure = run.figure('predictions.png')
-    utils.show_images([centre_crop(img) for img in images], math.ceil(len(images) / cols), cols,
-                      titles=titles, scale=2.6, path=figure)
+    crops = [centre_crop(img, size, resize) for img in images]
+    utils.show_images(crops, math.ceil(len(images) / cols), cols, titles=titles, scale=2.6,
+                      path=figure)
     print('Predictions of %s drawn in %s' % (args.model, figure))
     run.metrics.update(model=args.model, predictions={
         os.path.basename(p): [[name, round(prob, 4)] for _, name, prob in top]

@@ -52,6 +52,11 @@ def store_models():
     return sorted(mxnet_store._model_sha1)
 
 
+def input_size(name):
+    """Side of the square input `name` was trained on."""
+    return 299 if name == 'inceptionv3' else 224
+
+
 def known_models():
     return sorted(set(store_models()) | {OFFLINE_MODEL})
 
@@ -72,8 +77,10 @@ def get_pretrained(name, root=None, ctx=None):
       `MXNET_GLUON_REPO` mirror), sha1-checked. gluoncv's files equal MXNet's for most names;
       for the MobileNets, inceptionv3, resnet50_v1 and resnet152_v1 they are gluoncv's own.
 
-    All expect `preprocess`'s input: RGB in [0, 1] normalised by IMAGENET_MEAN / IMAGENET_STD.
-    `root` defaults to $MXNET_HOME/models (~/.mxnet/models).
+    Every one has `.features` (for MobileNetV2 and ResNets it ends with global average
+    pooling) and `.output` (the 1000-class layer), and expects `preprocess`'s input: RGB in
+    [0, 1] normalised by IMAGENET_MEAN / IMAGENET_STD, 224x224 (inceptionv3: 299x299).
+    `root` defaults to $MXNET_HOME/models (~/.mxnet/models); `ctx` to the CPU.
     """
     ctx = ctx or mx.cpu()
     root = models_root(root)
