@@ -27,7 +27,6 @@ MEAN = nd.array(utils.IMAGENET_MEAN).reshape((3, 1, 1))
 STD = nd.array(utils.IMAGENET_STD).reshape((3, 1, 1))
 OFFLINE_MODEL = 'mobilenetv2_1.0'
 MODEL_FOR = {'hotdog': 'resnet18_v2', 'faces': OFFLINE_MODEL}
-HYBRID = {}
 FACE_PHOTOS = ('astronaut.png', 'coffee.png')  # a face, and no face
 
 
@@ -192,7 +191,7 @@ def train(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10, learning_ra
 
     # make sure the parameters live on ctx
     net.collect_params().reset_ctx(ctx)
-    net.hybridize(**HYBRID)
+    net.hybridize(static_alloc=True, static_shape=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     if output_lr_mult != 1:
         net.output.collect_params().setattr('lr_mult', output_lr_mult)
