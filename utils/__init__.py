@@ -12,8 +12,11 @@ from .errors import UserError  # noqa: E402
 from .plotting import show_images, plot_history  # noqa: E402
 from .pretrained import (get_pretrained, imagenet_classes, load_image, preprocess,  # noqa: E402
                          IMAGENET_MEAN, IMAGENET_STD)
+from .scenes import make_scenes  # noqa: E402
+from .detection import iou  # noqa: E402
 from .training import train, evaluate_accuracy  # noqa: E402
 
 __all__ = ['try_gpu', 'try_all_gpus', 'parse_devices', 'download', 'extract', 'UserError',
            'show_images', 'plot_history', 'train', 'evaluate_accuracy', 'get_pretrained',
-           'imagenet_classes', 'load_image', 'preprocess', 'IMAGENET_MEAN', 'IMAGENET_STD']
+           'imagenet_classes', 'load_image', 'preprocess', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'make_scenes', 'iou']

@@ -17,10 +17,10 @@ import mxnet as mx
 from mxnet import autograd, gluon, nd
 from mxnet.gluon import nn
 
+# ImageNet preprocessing, shared by gluoncv's MobileNet and torchvision's MobileNetV2
+from .pretrained import IMAGENET_MEAN, IMAGENET_STD
+
 CANVAS_SIZE = 224
-# ImageNet preprocessing shared by gluoncv's MobileNet and torchvision's MobileNetV2
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,15 +180,18 @@ def trainable_params(block):
 # Inputs and cached features
 
 def to_input(images, size=CANVAS_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD, ctx=None):
-    """uint8 images (N, H, W, 3) -> normalised float32 NDArray (N, 3, size, size)."""
+    """uint8 images (N, H, W, 3) -> normalised float32 NDArray (N, 3, size, size).
+
+    Resized (bilinear) while still uint8, then scaled to [0, 1] and normalised: 4x less
+    float work than normalising at 224 px and resizing after.
+    """
     ctx = ctx or mx.cpu()
-    x = nd.array(images, ctx=ctx, dtype='uint8').astype('float32') / 255
-    x = nd.transpose(x, (0, 3, 1, 2))
-    if x.shape[2] != size or x.shape[3] != size:
-        x = nd.contrib.BilinearResize2D(x, height=size, width=size)
-    mean = nd.array(mean, ctx=ctx).reshape((1, 3, 1, 1))
-    std = nd.array(std, ctx=ctx).reshape((1, 3, 1, 1))
-    return (x - mean) / std
+    images = np.asarray(images)
+    if images.shape[1] != size or images.shape[2] != size:
+        images = nd.image.resize(nd.array(images, dtype='uint8'), size=(size, size)).asnumpy()
+    x = images.astype(np.float32) / 255
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return nd.array(x.transpose(0, 3, 1, 2), ctx=ctx)
 
 
 def extract_features(net, batches, ctx=None):
