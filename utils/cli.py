@@ -9,7 +9,8 @@ from .files import write_json
 
 
 def chapter_parser(description, default_out):
-    """An ArgumentParser with --quick, --devices, --seed, --out, --metrics-json, --no-progress."""
+    """An ArgumentParser with --quick, --devices, --seed, --out, --metrics-json, --no-progress,
+    --kvstore."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--quick', action='store_true',
@@ -20,6 +21,11 @@ def chapter_parser(description, default_out):
     parser.add_argument('--metrics-json', default=None, metavar='PATH',
                         help='write the final metrics to this JSON file')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--kvstore', default='device',
+                        choices=['device', 'local', 'dist_sync', 'dist_device_sync'],
+                        help="how gradients are added up: 'device'/'local' on this machine; "
+                             "'dist_sync' across processes and machines, under "
+                             "`python -m utils.launch` (README: Several machines)")
     return parser
 
 

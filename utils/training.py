@@ -1,7 +1,8 @@
 """The textbook's `train` and `evaluate_accuracy`, data-parallel over any list of contexts.
 
 Each batch is split over the contexts, every replica computes its share, the Trainer sums the
-gradients (kvstore 'device', 'local' or 'dist_sync') and divides by the true batch size. Loss
+gradients (kvstore 'device', 'local' or 'dist_sync') and divides by the true batch size (with
+'dist_sync': the sum of all workers' batches). Loss
 and accuracy stay on the devices during an epoch and are read back once at its end, so the
 Python loop never waits for a number it does not need.
 """
@@ -65,6 +66,23 @@ def _zero_idle_grads(params, idle_ctx):
             if data.context in idle:
                 grad[:] = 0
                 data._fresh_grad = True
+
+
+def sync_workers(trainer):
+    """How many worker processes add up their gradients at each step of `trainer`.
+
+    W for a 'dist_sync' (or 'dist_device_sync') kvstore, else 1. utils.train then steps with
+    W x the local batch size, so that W workers with batches of B samples take exactly the
+    step that one process takes on their W x B samples together.
+    """
+    kv = getattr(trainer, '_kvstore_params', {}).get('kvstore')
+    if isinstance(kv, mx.kv.KVStore):
+        kind, workers = kv.type, kv.num_workers
+    elif isinstance(kv, str):
+        kind, workers = kv, int(os.environ.get('DMLC_NUM_WORKER', '1'))
+    else:
+        return 1
+    return workers if kind.startswith('dist') and 'async' not in kind else 1
 
 
 def _correct(output, label):
@@ -165,9 +183,15 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
         continues from it when it exists.
     sync_batchnorm: with several contexts, average the replicas' BatchNorm running statistics
         after each epoch, so evaluation does not depend on how batches were split.
+
+    Several machines: with a 'dist_sync' kvstore, each worker passes its own shard of the
+    data (utils.distributed.shard_dataset) and the gradients of all workers are summed and
+    divided by the global batch size, so W workers with batch B train like one process with
+    batch W x B. Loss and accuracy in the history are this worker's.
     """
     ctx = _as_list(ctx)
     params = net.collect_params()
+    workers = sync_workers(trainer)
     history = {key: [] for key in HISTORY_KEYS}
     start_epoch = 0
     if resume and checkpoint and os.path.exists(checkpoint):
@@ -193,7 +217,11 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
                 lo.backward()
             if len(xs) < len(ctx):
                 _zero_idle_grads(params, ctx[len(xs):])
-            trainer.step(data.shape[0])
+            try:
+                trainer.step(data.shape[0] * workers)
+            except UserWarning as err:  # raised by Trainer.step, see utils.distributed
+                raise UserError('%s: build the Trainer with utils.distributed.make_trainer '
+                                '(update_on_kvstore=False)' % str(err).split('.')[0])
             samples += data.shape[0]
             batch_loss = nd.add_n(*[lo.sum().as_in_context(ctx[0]) for lo in losses])
             batch_losses.append(batch_loss)
