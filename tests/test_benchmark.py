@@ -1,0 +1,51 @@
+"""benchmarks.train_throughput: the generated folder, the variants at toy size, the table."""
+import pytest
+from mxnet import gluon
+
+from benchmarks import train_throughput as tt
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    return tt.make_image_folder(str(tmp_path_factory.mktemp('bench') / 'images'), 12)
+
+
+def test_image_folder_has_two_balanced_decodable_classes(folder):
+    dataset = gluon.data.vision.ImageFolderDataset(folder)
+    assert dataset.synsets == ['circles', 'stripes']
+    assert len(dataset) == 12 and sum(label for _, label in dataset) == 6
+    img, _ = dataset[0]
+    assert img.shape[2] == 3 and min(img.shape[:2]) >= 256
+
+
+@pytest.mark.parametrize('variant', ['limit', 'utils.train'])
+def test_variants_run_at_toy_size(folder, variant):
+    cfg = {'folder': folder, 'model': 'mobilenet0.25', 'image_size': 32, 'batch_size': 4,
+           'devices': 'cpu:2', 'epochs': 1, 'warmup': 1, 'seed': 0, 'num_workers': 0}
+    result = tt.RUNNERS[variant](cfg)
+    assert result['images'] == 12 and result['seconds'] > 0
+
+
+def test_table_medians_and_ratios():
+    runs = [{'variant': v, 'images_per_sec': ips, 'peak_rss_mib': 100.0 + ips}
+            for v, ips in [('limit', 20.0), ('limit', 18.0), ('limit', 10.0),
+                           ('utils.train', 17.0), ('utils.train', 16.0), ('utils.train', 1.0),
+                           ('d2l', 10.0), ('d2l', 12.0), ('d2l', 14.0)]]
+    table, ratios = tt.summarize(runs)
+    assert table['limit']['images_per_sec'] == 18.0
+    assert table['utils.train']['peak_rss_mib'] == 117.0
+    assert ratios == {'utils.train/limit': pytest.approx(16 / 18),
+                      'utils.train/d2l': pytest.approx(16 / 12)}
+    text = tt.format_table(table, ratios)
+    assert 'utils.train/limit        0.89' in text and 'utils.train/d2l          1.33' in text
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--variants', 'tf'], 'unknown variant tf'),
+    (['--images', '40', '--batch-size', '32'], 'at least 5 batches'),
+    (['--batch-size', '0'], 'at least 1'),
+])
+def test_bad_options(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        tt.parse_args(argv)
+    assert message in capsys.readouterr().err
