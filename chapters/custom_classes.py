@@ -86,9 +86,12 @@ def parse_args(argv=None):
 
 # %%
 def make_demo_folder(root, per_class, seed=0):
-    """Write PNG scenes: a lone triangle, a lone rectangle, or four times the noise."""
+    """Write PNG scenes: a triangle or a rectangle among a little noise, or a crowd of noise
+    shapes (either target among 40 circles and 40 lines)."""
     import cv2
-    kinds = {'triangle': dict(kinds=('triangle',)), 'rectangle': dict(kinds=('rectangle',)),
+    quiet = dict(num_circles=2, num_lines=2)
+    kinds = {'triangle': dict(kinds=('triangle',), **quiet),
+             'rectangle': dict(kinds=('rectangle',), **quiet),
              'crowded': dict(num_circles=40, num_lines=40)}
     for i, name in enumerate(DEMO_CLASSES):
         folder = os.path.join(root, name)
@@ -138,9 +141,9 @@ def split(labels, fraction, seed):
 # ## The model: frozen truncated MobileNet, the text's head
 
 # %%
-def truncated_base():
+def truncated_base(ctx=None):
     """MobileNetV2's features up to its last convolution, frozen (BatchNorm statistics too)."""
-    base = detection.freeze(utils.get_pretrained(MODEL).features[:CUT])
+    base = detection.freeze(utils.get_pretrained(MODEL, ctx=ctx).features[:CUT])
     base.hybridize(static_alloc=True)
     return base
 
@@ -305,7 +308,7 @@ def main(argv=None):
     check_balance(counts)
 
     # %% The frozen base runs once per picture
-    base = truncated_base()
+    base = truncated_base(ctx[0])
     start = time.time()
     feats, labels = features_of(base, pictures, 32, ctx)
     feature_seconds = time.time() - start

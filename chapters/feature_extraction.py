@@ -242,7 +242,7 @@ def plot_learning_curves(history, fine, path, initial_epochs, compare=None):
         ax.plot(epochs, history[key] + fine[key], label='Training ' + name)
         ax.plot(epochs, history['val_' + key] + fine['val_' + key], label='Validation ' + name)
         if compare is not None:
-            ax.plot(epochs[initial_epochs:], compare['val_' + key], '--',
+            ax.plot(epochs[initial_epochs:], compare['val_' + key], '--', color='tab:red',
                     label='Validation %s, BN statistics updating' % name)
         ax.axvline(initial_epochs + 0.5, color='green', label='Start Fine Tuning')
         ax.set(title='Training and Validation ' + name, ylabel=name)
@@ -285,7 +285,7 @@ def main(argv=None):
     test_data = gluon.data.DataLoader(test_imgs, args.batch_size)
 
     # %% The base model: MobileNetV2's features, pretrained on ImageNet, frozen
-    pretrained_net = utils.get_pretrained(MODEL)
+    pretrained_net = utils.get_pretrained(MODEL, ctx=ctx[0])
     base_model = detection.freeze(pretrained_net.features)
     base_model.hybridize(static_alloc=True)
     X, _ = next(iter(train_data))
