@@ -236,10 +236,8 @@ def predict_files(args):
 
 def open_camera(index):
     import cv2
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    except AttributeError:
-        pass
+    if hasattr(cv2, 'setLogLevel'):
+        cv2.setLogLevel(0)  # silent: the one-line error below says what happened
     camera = cv2.VideoCapture(index)
     if not camera.isOpened():
         camera.release()

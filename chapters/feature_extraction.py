@@ -31,7 +31,7 @@ from chapters import fine_tuning
 from utils import detection
 from utils.cli import Run, chapter_parser, devices_from, progress_from
 from utils.datasets import HOTDOG_SHA1, HOTDOG_URLS
-from utils.errors import main_guard
+from utils.errors import UserError, main_guard
 from utils.plotting import plt, save_figure
 
 MODEL = 'mobilenetv2_1.0'
@@ -109,8 +109,11 @@ class Indices(gluon.data.Sampler):
 
 def split_validation(dataset, seed, fraction=5):
     """(validation, test): a random 1/fraction of `dataset` becomes the test set."""
+    if len(dataset) < 2:
+        raise UserError('%d validation image(s): at least two are needed to carve out a test '
+                        'set' % len(dataset))
     order = np.random.RandomState(seed).permutation(len(dataset))
-    cut = len(dataset) // fraction
+    cut = max(1, len(dataset) // fraction)
     return (dataset.sample(Indices(sorted(order[cut:]))),
             dataset.sample(Indices(sorted(order[:cut]))))
 

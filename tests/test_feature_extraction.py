@@ -6,6 +6,7 @@ from mxnet import autograd, gluon, nd
 
 import utils
 from chapters import feature_extraction as fe
+from tests.test_fine_tuning import hotdog_zip, mirror  # noqa: F401 (a fixture)
 from utils import detection
 
 TINY = ['--dataset', 'faces', '--image-size', '32', '--initial-epochs', '2',
@@ -80,3 +81,18 @@ def test_test_split_is_one_fifth_of_validation_and_disjoint():
     val, test = fe.split_validation(data, seed=0)
     assert len(test) == 8 and len(val) == 32
     assert sorted(list(val) + list(test)) == list(range(40))
+
+
+def test_hotdog_path_through_a_mirror(tmp_path, mirror, capsys):  # noqa: F811
+    root, url = mirror
+    sha1 = hotdog_zip(str(root / 'hotdog.zip'), per_class=(6, 5))
+    metrics = tmp_path / 'metrics.json'
+    fe.main(['--dataset', 'hotdog', '--data-dir', str(tmp_path / 'data'), '--data-url',
+             url + '/hotdog.zip', '--data-sha1', sha1, '--image-size', '32',
+             '--initial-epochs', '1', '--fine-tune-epochs', '1', '--no-bn-comparison',
+             '--no-progress', '--out', str(tmp_path / 'out'), '--metrics-json', str(metrics)])
+    result = json.loads(metrics.read_text())
+    assert result['dataset'] == 'hotdog'
+    assert result['sizes'] == {'train': 12, 'validation': 8, 'test': 2}
+    assert list(result['bn_comparison']) == ['BatchNorm in inference mode']
+    assert 'hotdog: 12 training, 8 validation and 2 test images' in capsys.readouterr().out
