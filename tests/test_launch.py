@@ -98,7 +98,12 @@ def test_two_workers_equal_one_process_on_both_shards(tmp_path):
     assert proc.stdout.count('saved rank') == 2
     assert '[worker 0] ' in proc.stdout and '[worker 1] ' in proc.stdout
     workers = [dict(np.load(out % r)) for r in range(2)]
-    expected = single_process_equivalent()
+    # The single process runs fresh too: no state left by other tests in this one.
+    ref = str(tmp_path / 'single.npz')
+    proc = run([sys.executable, '-c', 'import numpy as np; from tests.test_launch import '
+                'single_process_equivalent as f; np.savez(%r, **f())' % ref])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = dict(np.load(ref))
     for r, params in enumerate(workers):
         got = params  # structural names: '0.weight', ..., '1.bias'
         assert got.keys() == expected.keys() and len(got) == 4
