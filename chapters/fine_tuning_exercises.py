@@ -31,7 +31,8 @@ TEXT_HOTDOG_INDEX, HOTDOG_INDEX = 713, 934
 
 def settings(args, **changes):
     base = dict(batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.learning_rate,
-                wd=args.wd, output_lr_mult=args.output_lr_mult, progress=progress_from(args),
+                wd=args.wd, output_lr_mult=args.output_lr_mult, bn_momentum=args.bn_momentum,
+                progress=progress_from(args),
                 seed=args.seed)
     base.update(changes)
     return base
