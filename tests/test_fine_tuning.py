@@ -142,3 +142,19 @@ def test_images_smaller_than_the_crop_are_upsampled(size):
         data, label = fine_tuning.transform(small, 1, augs)
         assert data.shape == (3, size, size)
         assert label == 1.0
+
+
+def test_bn_momentum_sets_how_fast_running_averages_forget():
+    from mxnet import autograd, gluon
+    net = gluon.nn.HybridSequential()
+    net.add(gluon.nn.BatchNorm(in_channels=2))
+    net.initialize()
+    fine_tuning.set_bn_momentum(net, 0.5)
+    net.hybridize(static_alloc=True, static_shape=True)
+    x = nd.array(np.random.RandomState(0).normal(3.0, 2.0, size=(64, 2, 4, 4)))
+    with autograd.record():
+        out = net(x)
+    out.backward()  # MXNet updates the running averages in BatchNorm's backward pass
+    batch_mean = x.asnumpy().mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(net[0].running_mean.data().asnumpy(), 0.5 * batch_mean,
+                               rtol=1e-5)
