@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import zipfile
 
@@ -32,7 +31,7 @@ from utils import detection
 from utils.cli import Run, chapter_parser, devices_from, progress_from
 from utils.datasets import IMAGE_SUFFIXES, image_folder
 from utils.errors import UserError, main_guard
-from utils.files import atomic_path
+from utils.files import write_json, zip_bundle_reader, zip_bundle_writer
 from utils.pretrained import imagenet_transform, load_image
 
 MODEL = 'mobilenetv2_1.0'
@@ -160,18 +159,10 @@ def build_new_head(num_classes):
 
 def save_model(path, head, classes, size):
     """Head parameters and class names in one zip, written atomically."""
-    folder = tempfile.mkdtemp(prefix='model-')
-    try:
+    with zip_bundle_writer(path) as folder:
         head.save_parameters(os.path.join(folder, 'head.params'))
-        with open(os.path.join(folder, 'meta.json'), 'w') as f:
-            json.dump({'classes': classes, 'image_size': size, 'base': MODEL,
-                       'cut': CUT}, f, indent=2)
-        with atomic_path(path) as tmp:
-            with zipfile.ZipFile(tmp, 'w') as zf:
-                for name in ('head.params', 'meta.json'):
-                    zf.write(os.path.join(folder, name), name)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        write_json(os.path.join(folder, 'meta.json'),
+                   {'classes': classes, 'image_size': size, 'base': MODEL, 'cut': CUT})
 
 
 def load_model(path):
@@ -179,20 +170,15 @@ def load_model(path):
     if not os.path.exists(path):
         raise UserError('no model at %s: train one first (python -m chapters.custom_classes '
                         '--images DIR) or give --model-file' % path)
-    folder = tempfile.mkdtemp(prefix='model-')
     try:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                zf.extractall(folder)
+        with zip_bundle_reader(path) as folder:
             with open(os.path.join(folder, 'meta.json')) as f:
                 meta = json.load(f)
             head = build_new_head(len(meta['classes']))
             head.load_parameters(os.path.join(folder, 'head.params'))
-        except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
-            raise UserError('%s is not a model saved by this chapter (%s)'
-                            % (path, str(err).splitlines()[0][:100]))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
+        raise UserError('%s is not a model saved by this chapter (%s)'
+                        % (path, str(err).splitlines()[0][:100]))
     return truncated_base(), head, meta['classes'], meta['image_size']
 
 

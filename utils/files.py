@@ -3,7 +3,10 @@ import contextlib
 import glob
 import json
 import os
+import shutil
+import tempfile
 import uuid
+import zipfile
 
 
 @contextlib.contextmanager
@@ -39,3 +42,33 @@ def write_json(path, obj):
         with open(tmp, 'w') as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write('\n')
+
+
+@contextlib.contextmanager
+def zip_bundle_writer(path):
+    """Yield an empty scratch folder; the files put there become one zip at `path`, which
+    replaces the old one atomically when the block succeeds (several files, one commit)."""
+    folder = tempfile.mkdtemp(prefix='bundle-')
+    try:
+        yield folder
+        with atomic_path(path) as tmp:
+            with zipfile.ZipFile(tmp, 'w') as zf:
+                for name in sorted(os.listdir(folder)):
+                    zf.write(os.path.join(folder, name), name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def zip_bundle_reader(path):
+    """Yield a scratch folder holding the files of a zip written by zip_bundle_writer."""
+    folder = tempfile.mkdtemp(prefix='bundle-')
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():  # flat bundles only: nothing may land elsewhere
+                if os.path.basename(name) != name:
+                    raise zipfile.BadZipFile('unexpected member %r' % name)
+            zf.extractall(folder)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

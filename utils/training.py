@@ -9,9 +9,7 @@ Python loop never waits for a number it does not need.
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 import zipfile
 
@@ -21,7 +19,7 @@ from mxnet import autograd, gluon, nd
 from tqdm import tqdm
 
 from .errors import UserError
-from .files import atomic_path, write_json
+from .files import write_json, zip_bundle_reader, zip_bundle_writer
 
 HISTORY_KEYS = ('loss', 'train_acc', 'test_acc', 'seconds', 'images_per_sec')
 
@@ -131,34 +129,22 @@ def seed_everything(seed):
 
 def _save_checkpoint(path, net, trainer, epoch, history):
     """Parameters, optimizer state and history in one zip, replaced atomically."""
-    folder = tempfile.mkdtemp(prefix='checkpoint-')
-    try:
+    with zip_bundle_writer(path) as folder:
         net.save_parameters(os.path.join(folder, 'net.params'))
         trainer.save_states(os.path.join(folder, 'trainer.states'))
         write_json(os.path.join(folder, 'meta.json'), {'epoch': epoch, 'history': history})
-        with atomic_path(path) as tmp:
-            with zipfile.ZipFile(tmp, 'w') as zf:
-                for name in ('net.params', 'trainer.states', 'meta.json'):
-                    zf.write(os.path.join(folder, name), name)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _load_checkpoint(path, net, trainer, ctx):
-    folder = tempfile.mkdtemp(prefix='checkpoint-')
     try:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                zf.extractall(folder)
+        with zip_bundle_reader(path) as folder:
             with open(os.path.join(folder, 'meta.json')) as f:
                 meta = json.load(f)
             net.load_parameters(os.path.join(folder, 'net.params'), ctx=ctx)
             trainer.load_states(os.path.join(folder, 'trainer.states'))
-        except (zipfile.BadZipFile, KeyError, OSError, ValueError, mx.MXNetError) as err:
-            raise UserError('checkpoint %s cannot be read (%s): delete it to start over'
-                            % (path, str(err).splitlines()[0][:120]))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, mx.MXNetError) as err:
+        raise UserError('checkpoint %s cannot be read (%s): delete it to start over'
+                        % (path, str(err).splitlines()[0][:120]))
     return meta['epoch'] + 1, meta['history']
 
 
