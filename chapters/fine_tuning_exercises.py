@@ -236,9 +236,9 @@ def exercise_5(args, data, pretrained, model_name, ctx, run):
     worst = np.argsort(probs)[:8]  # the wrong ones first, then the least sure right ones
     synsets = train_imgs.synsets
     imgs = [(test_imgs[i][0] * STD + MEAN).transpose((1, 2, 0)).clip(0, 1) for i in worst]
-    titles = ['%s %s\np(true)=%.2f' % ('WRONG' if preds[i] != labels[i] else 'ok',
-                                        synsets[labels[i]], probs[i])
-              for i in worst]
+    verdicts = ['WRONG' if preds[i] != labels[i] else 'ok' for i in worst]
+    titles = ['%s %s\np(true)=%.2f' % (verdict, synsets[labels[i]], probs[i])
+              for verdict, i in zip(verdicts, worst)]
     utils.show_images(imgs, 2, 4, titles=titles, scale=2,
                       path=run.figure('exercise5_mistakes.png'))
     for i in worst[:int((preds != labels).sum())]:

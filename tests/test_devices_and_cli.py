@@ -18,7 +18,8 @@ def test_try_all_gpus_falls_back_to_cpu():
 
 
 @pytest.mark.parametrize('spec, expected', [
-    ('cpu', [mx.cpu()]), ('cpu:2', [mx.cpu(0), mx.cpu(1)]), ('CPU:3', [mx.cpu(i) for i in range(3)]),
+    ('cpu', [mx.cpu()]), ('cpu:2', [mx.cpu(0), mx.cpu(1)]),
+    ('CPU:3', [mx.cpu(i) for i in range(3)]),
 ])
 def test_parse_devices(spec, expected):
     assert utils.parse_devices(spec) == expected

@@ -55,8 +55,8 @@ class Run:
 
     def finish(self):
         self.metrics['wall_seconds'] = round(time.time() - self.start, 1)
-        print('Figures in %s; wall time %.1f sec' % (os.path.abspath(self.args.out),
-                                                       self.metrics['wall_seconds']))
+        print('Figures in %s; wall time %.1f sec'
+              % (os.path.abspath(self.args.out), self.metrics['wall_seconds']))
         if self.args.metrics_json:
             write_json(self.args.metrics_json, self.metrics)
             print('Metrics written to %s' % self.args.metrics_json)
