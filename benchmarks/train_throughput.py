@@ -134,7 +134,11 @@ def run_limit(cfg):
     return {'images': cfg['epochs'] * len(batches) * cfg['batch_size'], 'seconds': seconds}
 
 
-def run_utils_train(cfg):
+def _training_setup(cfg):
+    """What utils.train and d2l share: devices, the augmented folder, net, loss, SGD.
+
+    Called after npx.set_np() in the d2l process, so its arrays are mxnet.np arrays there.
+    """
     import utils
     from mxnet import gluon
     ctx = utils.parse_devices(cfg['devices'])
@@ -144,6 +148,13 @@ def run_utils_train(cfg):
     net = _net(cfg['model'], ctx)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.01, 'wd': 0.001})
+    return ctx, dataset, net, loss, trainer
+
+
+def run_utils_train(cfg):
+    import utils
+    from mxnet import gluon
+    ctx, dataset, net, loss, trainer = _training_setup(cfg)
     quiet = dict(progress=False, print_fn=lambda *a: None)
     warm = gluon.data.DataLoader(dataset.take(cfg['warmup'] * cfg['batch_size']),
                                  cfg['batch_size'], shuffle=True)
@@ -191,13 +202,7 @@ def run_d2l(cfg):
     from mxnet import gluon, npx
     npx.set_np()
     from d2l import mxnet as d2l
-    ctx = utils.parse_devices(cfg['devices'])
-    utils.training.seed_everything(cfg['seed'])
-    dataset = gluon.data.vision.ImageFolderDataset(cfg['folder'])
-    dataset = dataset.transform_first(_augmentation(cfg['image_size']))
-    net = _net(cfg['model'], ctx)
-    loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.01, 'wd': 0.001})
+    ctx, dataset, net, loss, trainer = _training_setup(cfg)
     warm = gluon.data.DataLoader(dataset.take(cfg['warmup'] * cfg['batch_size']),
                                  cfg['batch_size'], shuffle=True)
     for features, labels in warm:
