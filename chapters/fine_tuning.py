@@ -234,7 +234,7 @@ def classify_hotdog(net, fname, synsets, test_augs, ctx, grey=False):
     try:
         with open(fname, 'rb') as f:
             img = image.imdecode(f.read())
-    except (OSError, Exception) as err:
+    except Exception as err:  # OSError from open, MXNetError from the decoder
         raise UserError('%s cannot be read as an image (%s)' % (fname, str(err)[:80]))
     if grey:  # the face photos are 25x25 grey: show the net a photo made the same way
         img = img.astype('float32').mean(axis=2, keepdims=True)
