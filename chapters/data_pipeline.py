@@ -1,14 +1,21 @@
-"""Loading and preprocessing data: tf.data's Data API and TFRecord, with gluon.data and RecordIO.
+# %% [markdown]
+# # Loading and preprocessing data: tf.data's Data API and TFRecord, with gluon.data and RecordIO
+#
+# Follows the reading notes "Hands-on Machine Learning(3)" (《Hands-on Machine Learning》第二部分
+# 阅读笔记(3), on the book's chapter "Loading and Preprocessing Data with TensorFlow"): the Data
+# API, reading several files interleaved, and TFRecord.
+#
+# What it shows, in Gluon: a dataset from arrays, chained transforms, shuffling, batching and
+# the choice for the last batch, reading several files interleaved, several worker processes
+# and prefetching. Then the counterpart of TFRecord: an image folder packed into one MXNet
+# RecordIO file (`mxnet.recordio`, what `im2rec` writes) and read back with
+# `ImageRecordDataset`, and a measurement of images per second from the folder and from the
+# record file with 0, 1 and 2 worker processes.
+#
+# Run it: `python -m chapters.data_pipeline [--quick] [--workers 0 1 2]`, or its notebook.
+# `--quick` (400 generated pictures) takes well under a minute on 2 cores (not measured on an
+# idle machine).
 
-    python -m chapters.data_pipeline [--quick] [--workers 0 1 2]
-
-What the text shows with `tf.data`, in Gluon: a dataset from arrays, chained transforms,
-shuffling, batching and the choice for the last batch, reading several files interleaved,
-several worker processes and prefetching. Then the counterpart of TFRecord: an image folder
-packed into one MXNet RecordIO file (`mxnet.recordio`, what `im2rec` writes) and read back
-with `ImageRecordDataset`, and a measurement of images per second from the folder and from
-the record file with 0, 1 and 2 worker processes.
-"""
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
 
@@ -21,39 +28,33 @@ import numpy as np
 from mxnet import gluon, recordio
 from mxnet.gluon.data.vision import transforms
 
-from utils.cli import Run, chapter_parser
-from utils.datasets import IMAGE_SUFFIXES, image_folder
-from utils.errors import UserError, main_guard
+from utils import opt
+from utils.datasets import IMAGE_SUFFIXES
+from utils.errors import UserError
 from utils.files import atomic_path
+from utils.plotting import plt, save_figure
 
+# %% [markdown]
+# ## Settings
+
+# %%
+args = utils.settings(
+    'data_pipeline', "Loading and preprocessing data: tf.data's Data API and TFRecord, with "
+    'gluon.data and RecordIO',
+    images=opt(None, 'an image folder (one sub-folder per class) to pack and measure; '
+                     'default: generated scenes in OUT/images', metavar='DIR'),
+    num_images=opt(1000, 'generated images', quick=400),
+    workers=opt([0, 1, 2], 'worker process counts to measure', nargs='+'),
+    repeats=opt(2, 'passes per measurement, the best one counts', quick=1),
+    batch_size=opt(32, 'images per batch'),
+    encoding=opt('raw', "what the record holds: the files' own bytes (raw, like im2rec "
+                        "--pass-through), or the pictures re-encoded",
+                 choices=['raw', '.png', '.jpg']))
+if any(w < 0 for w in args.workers):
+    raise UserError('--workers takes counts of 0 or more, got %s' % args.workers)
+run = utils.Run(args, 'data_pipeline')
+utils.seed_everything(args.seed)
 CLASSES = ('triangle', 'rectangle')
-
-
-def build_parser():
-    parser = chapter_parser(__doc__.splitlines()[0], default_out='out/data_pipeline')
-    parser.add_argument('--images', default=None, metavar='DIR',
-                        help='an image folder (one sub-folder per class) to pack and measure; '
-                             'default: generated scenes in OUT/images')
-    parser.add_argument('--num-images', type=int, default=None,
-                        help='generated images; default 1000 (quick: 400)')
-    parser.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2],
-                        help='worker process counts to measure')
-    parser.add_argument('--repeats', type=int, default=None,
-                        help='passes per measurement, the best one counts (default 2; quick 1)')
-    parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--encoding', choices=['raw', '.png', '.jpg'], default='raw',
-                        help="what the record holds: the files' own bytes (raw, like im2rec "
-                             "--pass-through), or the pictures re-encoded")
-    return parser
-
-
-def parse_args(argv=None):
-    args = build_parser().parse_args(argv)
-    args.num_images = args.num_images or (400 if args.quick else 1000)
-    args.repeats = args.repeats or (1 if args.quick else 2)
-    if any(w < 0 for w in args.workers):
-        raise UserError('--workers takes counts of 0 or more, got %s' % args.workers)
-    return args
 
 
 def show(batches):
@@ -99,6 +100,9 @@ def data_api_demo(seed):
     out['shuffle'] = show(gluon.data.DataLoader(repeated, 7, shuffle=True))
     print('shuffled, batches of 7:    ', out['shuffle'])
     return out
+
+
+run.metrics['data_api'] = data_api_demo(args.seed)
 
 
 # %% [markdown]
@@ -183,6 +187,19 @@ def csv_reader_dataset(filepaths, x_mean, x_std, n_readers=5, batch_size=32, num
                                  prefetch=2 * max(1, num_workers) if num_workers else None)
 
 
+paths, x_mean, x_std = write_csv_files(os.path.join(args.out, 'csv'), seed=args.seed)
+order = list_files(paths, args.seed)
+print('list_files: %s ...; interleave(cycle_length=5), first lines:'
+      % ', '.join(os.path.basename(p) for p in order[:5]))
+for line in list(interleave(order, cycle_length=5))[:5]:
+    print('  ' + line.strip())
+train_set = csv_reader_dataset(paths, x_mean, x_std, num_workers=min(args.workers[-1], 2),
+                               seed=args.seed)
+X, y = next(iter(train_set))
+print('a batch from %d files: X %s, y %s, X mean %.3f, std %.3f'
+      % (len(paths), X.shape, y.shape, X.mean().asscalar(), float(np.std(X.asnumpy()))))
+
+
 # %% [markdown]
 # ## RecordIO, MXNet's TFRecord
 # A record file is a sequence of binary records; `MXIndexedRecordIO` adds an index file
@@ -216,7 +233,7 @@ def pack_folder(root, prefix, encoding='raw'):
     decoded and re-encoded by `recordio.pack_img`. Labels are the class folders' indices.
     """
     import cv2
-    folder = image_folder(root)  # checked: classes, pictures, one-line errors
+    folder = utils.image_folder(root)  # checked: classes, pictures, one-line errors
     rec_path, idx_path = prefix + '.rec', prefix + '.idx'
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     with atomic_path(rec_path) as rec_tmp, atomic_path(idx_path) as idx_tmp:
@@ -235,6 +252,26 @@ def pack_folder(root, prefix, encoding='raw'):
             record.write_idx(i, packed)
         record.close()
     return rec_path, len(folder.items), folder.synsets
+
+
+def folder_bytes(root):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(root)
+               for f in names if f.lower().endswith(IMAGE_SUFFIXES))
+
+
+root = args.images or make_image_folder(os.path.join(args.out, 'images'), args.num_images,
+                                        args.seed)
+start = time.time()
+rec_path, count, synsets = pack_folder(
+    root, os.path.join(args.out, 'images_%s' % args.encoding.strip('.')), args.encoding)
+pack_seconds = time.time() - start
+folder_ds = utils.image_folder(root)
+record_ds = gluon.data.vision.ImageRecordDataset(rec_path)
+img, label = record_ds[0]
+print('packed %d pictures of %s (%s) into %s in %.1f sec: %.1f MB in %d files -> %.1f MB '
+      'in one file; record 0: %s, label %s' % (
+          count, root, ', '.join(synsets), rec_path, pack_seconds, folder_bytes(root) / 1e6,
+          count, os.path.getsize(rec_path) / 1e6, img.shape, label))
 
 
 # %% [markdown]
@@ -267,7 +304,6 @@ def images_per_sec(dataset, batch_size, num_workers, repeats=1):
 
 
 def plot_throughput(rows, path):
-    from utils.plotting import plt, save_figure
     fig, ax = plt.subplots(figsize=(6, 3.5))
     sources = sorted({r['source'] for r in rows}, key=[r['source'] for r in rows].index)
     workers = sorted({r['workers'] for r in rows})
@@ -283,84 +319,34 @@ def plot_throughput(rows, path):
     save_figure(fig, path)
 
 
-def folder_bytes(root):
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(root)
-               for f in names if f.lower().endswith(IMAGE_SUFFIXES))
+rows = []
+for name, dataset in (('image folder', folder_ds), ('record file', record_ds)):
+    for workers in args.workers:
+        ips, seconds = images_per_sec(dataset, args.batch_size, workers, args.repeats)
+        rows.append({'source': name, 'workers': workers, 'images_per_sec': ips,
+                     'seconds': seconds})
+utils.print_table(['source', 'workers', 'images/sec', 'seconds'],
+                  [[r['source'], r['workers'], r['images_per_sec'], r['seconds']] for r in rows],
+                  [None, '%d', '%.1f', '%.2f'])
+print('(%d images, batch %d, OMP_NUM_THREADS=%s, %d cores; files in the page cache)'
+      % (count, args.batch_size, os.environ.get('OMP_NUM_THREADS'), os.cpu_count() or 1))
+plot_throughput(rows, run.figure('throughput.png'))
 
+# %% [markdown]
+# ## When each wins
+#
+# - Decoding and augmenting cost the same from either source: on a machine where the files
+#   are already in memory (as here) the two read at about the same rate, and the record file
+#   only saves opening one file per picture.
+# - The record file wins when opening many small files is what is slow: network file
+#   systems, spinning disks, cloud buckets, or a data set larger than memory (one sequential
+#   read, one file to copy to a GPU machine).
+# - Worker processes win when decoding and augmentation keep one core busy while others are
+#   free: with 2 cores that the training itself needs, workers only take cores away from it,
+#   and starting them costs a fraction of a second per epoch.
 
-@main_guard
-def main(argv=None):
-    args = parse_args(argv)
-    run = Run(args, 'data_pipeline')
-    utils.training.seed_everything(args.seed)
-
-    # %% The Data API on small arrays
-    run.metrics['data_api'] = data_api_demo(args.seed)
-
-    # %% Several CSV files, interleaved, parsed, shuffled, batched, prefetched
-    paths, x_mean, x_std = write_csv_files(os.path.join(args.out, 'csv'), seed=args.seed)
-    order = list_files(paths, args.seed)
-    print('list_files: %s ...; interleave(cycle_length=5), first lines:'
-          % ', '.join(os.path.basename(p) for p in order[:5]))
-    for line in list(interleave(order, cycle_length=5))[:5]:
-        print('  ' + line.strip())
-    train_set = csv_reader_dataset(paths, x_mean, x_std, num_workers=min(args.workers[-1], 2),
-                                   seed=args.seed)
-    X, y = next(iter(train_set))
-    print('a batch from %d files: X %s, y %s, X mean %.3f, std %.3f'
-          % (len(paths), X.shape, y.shape, X.mean().asscalar(),
-             float(np.std(X.asnumpy()))))
-
-    # %% Pack an image folder into a record file and read it back
-    root = args.images or make_image_folder(os.path.join(args.out, 'images'), args.num_images,
-                                            args.seed)
-    start = time.time()
-    rec_path, count, synsets = pack_folder(root, os.path.join(args.out, 'images_%s'
-                                                              % args.encoding.strip('.')),
-                                           args.encoding)
-    pack_seconds = time.time() - start
-    folder_ds = image_folder(root)
-    record_ds = gluon.data.vision.ImageRecordDataset(rec_path)
-    img, label = record_ds[0]
-    print('packed %d pictures of %s (%s) into %s in %.1f sec: %.1f MB in %d files -> %.1f MB '
-          'in one file; record 0: %s, label %s' % (
-              count, root, ', '.join(synsets), rec_path, pack_seconds,
-              folder_bytes(root) / 1e6, count, os.path.getsize(rec_path) / 1e6,
-              img.shape, label))
-
-    # %% Images per second
-    rows = []
-    print('%-14s %8s %11s %9s' % ('source', 'workers', 'images/sec', 'seconds'))
-    for name, dataset in (('image folder', folder_ds), ('record file', record_ds)):
-        for workers in args.workers:
-            ips, seconds = images_per_sec(dataset, args.batch_size, workers, args.repeats)
-            rows.append({'source': name, 'workers': workers, 'images_per_sec': ips,
-                         'seconds': seconds})
-            print('%-14s %8d %11.1f %9.2f' % (name, workers, ips, seconds))
-    print('(%d images, batch %d, OMP_NUM_THREADS=%s, %d cores; files in the page cache)'
-          % (count, args.batch_size, os.environ.get('OMP_NUM_THREADS'), os.cpu_count() or 1))
-    plot_throughput(rows, run.figure('throughput.png'))
-    print(WHEN_EACH_WINS)
-
-    run.metrics.update(images=count, encoding=args.encoding, record_file=rec_path,
-                       pack_seconds=pack_seconds, folder_mb=folder_bytes(root) / 1e6,
-                       record_mb=os.path.getsize(rec_path) / 1e6, throughput=rows)
-    run.finish()
-    return run.metrics
-
-
-WHEN_EACH_WINS = """\
-When each wins:
-- Decoding and augmenting cost the same from either source: on a machine where the files are
-  already in memory (as here) the two read at about the same rate, and the record file only
-  saves opening one file per picture.
-- The record file wins when opening many small files is what is slow: network file systems,
-  spinning disks, cloud buckets, or a data set larger than memory (one sequential read, one
-  file to copy to a GPU machine).
-- Worker processes win when decoding and augmentation keep one core busy while others are
-  free: with 2 cores that the training itself needs, workers only take cores away from it,
-  and starting them costs a fraction of a second per epoch."""
-
-
-if __name__ == '__main__':
-    main()
+# %%
+run.metrics.update(images=count, encoding=args.encoding, record_file=rec_path,
+                   pack_seconds=pack_seconds, folder_mb=folder_bytes(root) / 1e6,
+                   record_mb=os.path.getsize(rec_path) / 1e6, throughput=rows)
+run.finish()

@@ -1,12 +1,22 @@
-"""Fine-tuning: transfer learning from ImageNet to the hotdog data set (the Gluon tutorial).
+# %% [markdown]
+# # Fine-tuning: transfer learning from ImageNet to hotdog / not-hotdog
+#
+# Follows the Gluon tutorial "Fine-tuning: 通过微调来迁移学习" (the MXNet edition of Dive into
+# Deep Learning, 动手学深度学习, computer-vision chapter), section by section: getting the data,
+# the model and training, predicting images.
+#
+# What it shows: a ResNet-18 v2 pretrained on ImageNet gets a new 2-class output layer and is
+# trained on 2000 hotdog / not-hotdog photos; the same network trained from a random start
+# (`scratch_net`) does much worse in the same number of epochs.
+#
+# Run it: `python -m chapters.fine_tuning [--quick] [--devices cpu:2]` (`--help` lists the
+# settings), or open `notebooks/fine_tuning.ipynb` (`make notebooks`). `--quick` takes about
+# 1 minute on 2 idle cores (59.5 s measured, offline path).
+#
+# Offline (no `data/hotdog.zip`, no network) the same cells run on what the package
+# registries provide: MobileNetV2 with torchvision's ImageNet weights, and scikit-image's
+# real face / not-face photos standing in for hotdog / not-hotdog.
 
-    python -m chapters.fine_tuning [--quick] [--dataset hotdog|faces|auto] [--devices cpu:2]
-
-Online, the text's setting: ResNet-18 v2 pretrained on ImageNet, a new 2-class output layer,
-hotdog / not-hotdog. Offline (no hotdog.zip in data/ and no network), the same cells run on
-what the package registries provide: MobileNetV2 ImageNet weights and scikit-image's real photos,
-face / not-face standing in for hotdog / not-hotdog.
-"""
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
 
@@ -14,305 +24,184 @@ import os
 
 import numpy as np
 from mxnet import gluon, image, init, nd
-from mxnet.gluon.model_zoo import vision as models
 
-from utils.cli import Run, chapter_parser, devices_from, progress_from
-from utils.detection import batchnorms
-from utils.datasets import (HOTDOG_SHA1, HOTDOG_URLS, ArrayImageDataset, hotdog_available,
-                            image_folder, load_faces)
-from utils.errors import UserError, main_guard
-
-# Pretrained models expect ImageNet's normalisation (the text feeds raw 0-255 pixels and lets
-# ResNet's first BatchNorm absorb the scale; MobileNetV2's weights need the real thing).
-MEAN = nd.array(utils.IMAGENET_MEAN).reshape((3, 1, 1))
-STD = nd.array(utils.IMAGENET_STD).reshape((3, 1, 1))
-OFFLINE_MODEL = 'mobilenetv2_1.0'
-MODEL_FOR = {'hotdog': 'resnet18_v2', 'faces': OFFLINE_MODEL}
-FACE_PHOTOS = ('astronaut.png', 'coffee.png')  # a face, and no face
-FACE_PIXELS = 25  # side of scikit-image's lfw_subset photos
-
-
-def build_parser(description=__doc__.splitlines()[0], default_out='out/fine_tuning'):
-    parser = chapter_parser(description, default_out=default_out)
-    parser.add_argument('--dataset', choices=['auto', 'hotdog', 'faces'], default='auto',
-                        help='auto: hotdog when it can be had, else faces (offline)')
-    parser.add_argument('--model', default='auto',
-                        help="pretrained model: auto (hotdog: resnet18_v2 from the model store, "
-                             "else mobilenetv2_1.0 from the offline weights) or any name "
-                             "utils.get_pretrained knows")
-    parser.add_argument('--epochs', type=int, default=None, help='default: 10 (quick: 10)')
-    parser.add_argument('--batch-size', type=int, default=None, help='default: 64 (quick: 32)')
-    parser.add_argument('--image-size', type=int, default=None,
-                        help='crop size in pixels; default 224 (quick: 96)')
-    parser.add_argument('--learning-rate', type=float, default=0.01)
-    parser.add_argument('--wd', type=float, default=0.001)
-    parser.add_argument('--output-lr-mult', type=float, default=None,
-                        help='learning-rate multiplier of the new output layer; '
-                             'default 1, as in the text (quick: 10)')
-    parser.add_argument('--bn-momentum', type=float, default=None,
-                        help='momentum of the BatchNorm running averages of both nets; '
-                             'default 0.9, as in Gluon (quick: 0.5, see set_bn_momentum)')
-    parser.add_argument('--predict', nargs='*', default=None, metavar='IMAGE',
-                        help='image files for classify_hotdog (default: a few test images)')
-    parser.add_argument('--data-dir', default=os.environ.get('GLUON_TRANSFER_DATA'),
-                        help='where hotdog.zip is downloaded and extracted (default: data/)')
-    parser.add_argument('--data-url', action='append', default=None,
-                        help='mirror of hotdog.zip, tried before the default URLs '
-                             '(also $HOTDOG_URL)')
-    parser.add_argument('--data-sha1', default=os.environ.get('HOTDOG_SHA1', HOTDOG_SHA1),
-                        help="sha1 of the mirror's hotdog.zip (also $HOTDOG_SHA1)")
-    return parser
-
-
-def parse_args(argv=None, parser=None):
-    """The options, with the defaults that depend on --quick filled in."""
-    args = (parser or build_parser()).parse_args(argv)
-    quick = args.quick
-    args.epochs = args.epochs or 10
-    args.batch_size = args.batch_size or (32 if quick else 64)
-    args.image_size = args.image_size or (96 if quick else 224)
-    if args.output_lr_mult is None:
-        args.output_lr_mult = 10.0 if quick else 1.0
-    if args.bn_momentum is None:
-        args.bn_momentum = 0.5 if quick else 0.9
-    mirrors = (args.data_url or []) + ([os.environ['HOTDOG_URL']] if 'HOTDOG_URL' in os.environ
-                                       else [])
-    args.urls = mirrors + list(HOTDOG_URLS)
-    return args
-
+from utils import opt
+from utils.errors import UserError
 
 # %% [markdown]
-# ## Get the data
-# hotdog.zip through utils.download (mirrors, sha1 checked), extracted to data/hotdog. When it
-# cannot be had and --dataset is auto, the offline stand-in: real face / not-face photos.
+# ## Settings
+#
+# The command line fills these in; in a notebook they take their `--quick` values. The text's
+# settings (`utils.FINE_TUNING_SETTINGS`, shared with the exercises): 10 epochs, batches of
+# 64, 224-pixel crops, SGD with learning rate 0.01 and weight decay 0.001. `--quick` trains
+# on 96-pixel crops with batches of 32 and changes two settings for that short run: the new
+# output layer learns 10x faster (`output_lr_mult`), and BatchNorm's running averages forget
+# faster (`bn_momentum` 0.5, see "Why --quick lowers the BatchNorm momentum" below).
 
 # %%
-def get_data(args, size):
-    """(train_imgs, test_imgs, dataset name, example files for classify_hotdog)."""
-    if args.dataset in ('auto', 'hotdog'):
-        kwargs = {'urls': args.urls, 'sha1': args.data_sha1}
-        if args.data_dir:
-            kwargs['data_dir'] = args.data_dir
-        folder, why = hotdog_available(**kwargs)
-        if folder:
-            return hotdog_data(folder, size)
-        if args.dataset == 'hotdog':
-            raise UserError(why)
-        print('hotdog data unavailable (no data/hotdog.zip, no network): running offline on '
-              "scikit-image's face / not-face photos with MobileNetV2 ImageNet weights")
-    return face_data(size, args.seed)
-
-
-def augmentations(size, resize=True):
-    """The text's train_augs and test_augs, at `size` pixels.
-
-    RandomCropAug and CenterCropAug take the largest region of the crop's shape that fits an
-    image smaller than the crop and upsample it to `size`: every image comes out size x size.
-    At a size below 224 the image is first resized (shorter side) so the crop keeps the same
-    share of the picture as a 224 crop of the 256-pixel-ish originals.
-    """
-    resize = [image.ResizeAug(size * 256 // 224)] if resize and size != 224 else []
-    train_augs = resize + [image.HorizontalFlipAug(.5), image.RandomCropAug((size, size))]
-    test_augs = resize + [image.CenterCropAug((size, size))]
-    return train_augs, test_augs
-
-
-def transform(data, label, augs):
-    data = data.astype('float32')
-    for aug in augs:
-        data = aug(data)
-    data = nd.transpose(data, (2, 0, 1))
-    data = (data / 255 - MEAN) / STD
-    return data, nd.array([label]).asscalar().astype('float32')
-
-
-def hotdog_data(folder, size):
-    train_augs, test_augs = augmentations(size)
-    train_imgs = image_folder(os.path.join(folder, 'train'),
-                              transform=lambda X, y: transform(X, y, train_augs))
-    test_imgs = image_folder(os.path.join(folder, 'test'),
-                             transform=lambda X, y: transform(X, y, test_augs))
-    examples = [test_imgs.items[i][0] for i in (0, len(test_imgs) // 2, len(test_imgs) - 1)]
-    return train_imgs, test_imgs, 'hotdog', examples
-
-
-def face_data(size, seed):
-    # The 25-pixel photos are resized once, to what the resize step would give, then cropped.
-    train_augs, test_augs = augmentations(size, resize=False)
-    (train_x, train_y), (test_x, test_y), synsets = load_faces(size * 256 // 224, seed=seed)
-    train_imgs = ArrayImageDataset(train_x, train_y, synsets,
-                                   transform=lambda X, y: transform(X, y, train_augs))
-    test_imgs = ArrayImageDataset(test_x, test_y, synsets,
-                                  transform=lambda X, y: transform(X, y, test_augs))
-    from skimage import data as skdata
-    examples = [os.path.join(skdata.data_dir, name) for name in FACE_PHOTOS]
-    return train_imgs, test_imgs, 'faces', examples
-
-
-def show_training_images(train_imgs, path):
-    """The text's 4x8 grid of augmented training images."""
-    data = gluon.data.DataLoader(train_imgs, 32, shuffle=True)
-    for X, _ in data:
-        X = (X * STD + MEAN).transpose((0, 2, 3, 1)).clip(0, 1)
-        utils.show_images(X, 4, 8, path=path)
-        break
-
+args = utils.settings(
+    'fine_tuning', 'Fine-tuning: transfer learning from ImageNet to hotdog / not-hotdog',
+    predict=opt(None, 'image files for classify_hotdog (default: a few test images)',
+                nargs='*', metavar='IMAGE'),
+    **utils.FINE_TUNING_SETTINGS, **utils.HOTDOG_SETTINGS)
+run = utils.Run(args, 'fine_tuning')  # wall time, metrics, the figure folder
+ctx = utils.parse_devices(args.devices)
+utils.seed_everything(args.seed)
 
 # %% [markdown]
-# ## Model and training
+# ## Getting the data
+#
+# The hotdog data set has 1400 pictures of hot dogs and as many of other food, scraped from
+# the web; 1000 of each class are for training and the rest for testing. `hotdog_or_faces`
+# downloads `hotdog.zip` through `utils.download` (mirrors tried in turn, sha1 checked before
+# the file takes its name) and extracts it to `data/hotdog`.
+#
+# The images go through the text's augmentations: `train_augs` flips at random and takes a
+# random 224x224 crop, `test_augs` the centre crop (`utils.augmentations`). At a smaller
+# `--image-size` each picture is first resized so the crop keeps the same share of it.
+# `transform` then normalises with ImageNet's mean and standard deviation: the text feeds raw
+# 0-255 pixels and lets ResNet's first BatchNorm absorb the scale, but MobileNetV2's weights
+# need the real thing.
 
 # %%
-def first_conv(net):
-    """The first convolution of `features` (ResNet: features[1], after the input BatchNorm)."""
-    for block in net.features:
-        if isinstance(block, gluon.nn.Conv2D):
-            return block
-    raise ValueError('no convolution at the top of features')
+train_imgs, test_imgs, dataset, examples = utils.hotdog_or_faces(args, args.image_size)
+train_augs, test_augs = utils.augmentations(args.image_size)
+print('%s: %d training and %d test images, classes %s, %dx%d crops'
+      % (dataset, len(train_imgs), len(test_imgs), train_imgs.synsets, args.image_size,
+         args.image_size))
 
+# %% [markdown]
+# The text draws 32 augmented training images, 4 rows of 8:
 
-def get_pretrained_net(model, dataset):
-    """(name, network): the text's model, or the offline one when the store cannot be reached."""
-    if model != 'auto':
-        return model, utils.get_pretrained(model)
-    try:
-        return MODEL_FOR[dataset], utils.get_pretrained(MODEL_FOR[dataset])
-    except UserError as err:
-        if MODEL_FOR[dataset] == OFFLINE_MODEL:
-            raise
-        print('%s; using %s instead' % (err, OFFLINE_MODEL))
-        return OFFLINE_MODEL, utils.get_pretrained(OFFLINE_MODEL)
+# %%
+data = gluon.data.DataLoader(train_imgs, 32, shuffle=True)
+for X, _ in data:
+    utils.show_images(utils.denormalise(X), 4, 8, path=run.figure('train_images.png'))
+    break
 
+# %% [markdown]
+# ## The model and training
+#
+# The text takes ResNet-18 v2 from Gluon's model zoo with the weights it learned on ImageNet
+# (`utils.get_pretrained` fetches them from the model store, sha1-checked, or uses the offline
+# MobileNetV2). A pretrained model has two parts: `features`, from the input to the last
+# pooling, and `output`, the final fully connected layer with 1000 ImageNet classes.
 
-def new_net(model_name, classes=2):
-    """Same architecture as the pretrained model, with `classes` outputs, not initialised."""
-    if model_name == OFFLINE_MODEL:  # its pretrained output has a bias: keep the same head
-        return utils.pretrained.mobilenet_v2_with_bias(classes)
-    return models.get_model(model_name, classes=classes)
+# %%
+model_name, pretrained_net = utils.pretrained_for(dataset, args.model)
+print(pretrained_net.output)
 
+# %% [markdown]
+# Part of the first convolution's weights (the text prints `features[1]`, the convolution
+# after ResNet's input BatchNorm):
 
-def set_bn_momentum(net, momentum):
-    """How fast BatchNorm's running averages (used at test time) forget their past.
+# %%
+print(utils.first_conv(pretrained_net).weight.data()[0][0])
 
-    Each step keeps `momentum` of the old average. A scratch net starts them at mean 0,
-    variance 1, while MobileNetV2's depthwise layers see variances of 1e-3 to 5e-4 (Xavier
-    gives a 3x3 depthwise filter a fan-in of 9). After the quick run's 50 steps at 0.9,
-    0.9**50 = 5e-3 of the initial 1 is left: 10x the true variance. At test time those 17
-    layers then shrink the signal until every image gets the same class (test accuracy 0.50
-    while training accuracy, on batch statistics, reaches 0.95). At 0.5 the start is
-    forgotten within a few steps; pretrained statistics are unaffected either way.
-    Set before hybridize: the value is read when the graph is built.
-    """
-    for bn in batchnorms(net):
-        bn._kwargs['momentum'] = momentum
+# %% [markdown]
+# Fine-tuning builds a new network of the same architecture with as many outputs as the new
+# data set has classes, 2. Its `features` are those of `pretrained_net`; only `output` starts
+# from random (Xavier) weights.
 
+# %%
+finetune_net = utils.new_classifier(model_name, classes=2)
+finetune_net.features = pretrained_net.features
+finetune_net.output.initialize(init.Xavier())
 
-def train(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10, learning_rate=0.01,
-          wd=0.001, output_lr_mult=1.0, bn_momentum=0.9, progress=None, seed=None):
-    """The text's train(): hybridize, SGD, softmax cross-entropy, utils.train on `ctx`."""
-    set_bn_momentum(net, bn_momentum)
-    train_data = gluon.data.DataLoader(train_imgs, batch_size, shuffle=True)
-    test_data = gluon.data.DataLoader(test_imgs, batch_size)
+# %% [markdown]
+# The text's `train` function (saved in `utils` as `train_fine_tuning`, since the exercises
+# use it too): DataLoaders, the parameters moved to `ctx`, hybridize, softmax cross-entropy,
+# SGD with weight decay, and `utils.train`, which prints the text's epoch lines and works on
+# any list of devices (`--devices cpu:2` splits each batch over two CPU contexts as over two
+# GPUs).
 
-    # make sure the parameters live on ctx
-    net.collect_params().reset_ctx(ctx)
-    net.hybridize(static_alloc=True, static_shape=True)
-    loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    if output_lr_mult != 1:
-        net.output.collect_params().setattr('lr_mult', output_lr_mult)
-    trainer = gluon.Trainer(net.collect_params(), 'sgd', {
-        'learning_rate': learning_rate, 'wd': wd})
-    return utils.train(train_data, test_data, net, loss, trainer, ctx, epochs,
-                       progress=progress, seed=seed)
+# %%
+settings = utils.train_settings(args)
+finetune_history = utils.train_fine_tuning(finetune_net, ctx, train_imgs, test_imgs,
+                                           **settings)
 
+# %% [markdown]
+# For comparison, `scratch_net`: the same network, every weight initialised at random.
+
+# %%
+scratch_net = utils.new_classifier(model_name, classes=2)
+scratch_net.initialize(init=init.Xavier())
+scratch_history = utils.train_fine_tuning(scratch_net, ctx, train_imgs, test_imgs, **settings)
+
+# %% [markdown]
+# The fine-tuned net converges much faster than the one that starts from random values. One
+# epoch's test accuracy can swing a lot, so the table also gives the mean of the last three.
+
+# %%
+histories = {'finetune_net': finetune_history, 'scratch_net': scratch_history}
+utils.plot_history(histories, run.figure('finetune_vs_scratch.png'),
+                   title='%s, %s' % (dataset, model_name))
+utils.print_table(
+    ['net', 'final test acc', 'mean last 3', 'train acc', 'seconds'],
+    [[name, h['test_acc'][-1], np.mean(h['test_acc'][-3:]), h['train_acc'][-1],
+      sum(h['seconds'])] for name, h in histories.items()],
+    [None, '%.3f', '%.3f', '%.3f', '%.1f'])
+
+# %% [markdown]
+# ### Why --quick lowers the BatchNorm momentum
+#
+# MXNet updates a BatchNorm's running averages, which the net uses at test time, in the
+# backward pass: each step keeps `momentum` of the old value, starting from mean 0 and
+# variance 1. A MobileNetV2 trained from scratch sees variances of 1e-3 to 5e-4 in its
+# depthwise layers (Xavier gives a 3x3 depthwise filter a fan-in of 9). After the quick run's
+# 50 steps at Gluon's default 0.9, 0.9**50 = 0.005 of the initial 1 is left: ten times the
+# real value. At test time those 17 layers shrink the signal until every photo gets the same
+# class, and `scratch_net` scores 0.50 although its training accuracy (measured with each
+# batch's own statistics) reaches 0.95. At 0.5 the averages forget their start within a few
+# steps; the pretrained net starts from ImageNet's averages and is not affected either way.
+# With that fixed the comparison is fair. On the easy offline faces scratch gets close
+# (measured: finetune 1.000, scratch 0.925 test accuracy); the hotdog data is where the
+# text's gap shows.
 
 # %% [markdown]
 # ## Predicting images
+#
+# `classify_hotdog` reads a picture, applies `test_augs` and the normalisation, and prints the
+# most likely class with its probability, as the text does: `'With prob=0.998959, hotdog'`.
+# The offline face photos are 25x25 grey: the net is shown a picture made the same way.
 
 # %%
-def classify_hotdog(net, fname, synsets, test_augs, ctx, grey=False):
-    """The text's classify_hotdog: 'With prob=0.998959, hotdog' (any two classes)."""
+FACE_PIXELS = 25  # side of scikit-image's lfw_subset photos
+
+
+def classify_hotdog(net, fname, grey=False):
     try:
         with open(fname, 'rb') as f:
             img = image.imdecode(f.read())
     except Exception as err:  # OSError from open, MXNetError from the decoder
         raise UserError('%s cannot be read as an image (%s)' % (fname, str(err)[:80]))
-    if grey:  # the face photos are 25x25 grey: show the net a photo made the same way
+    if grey:
         img = img.astype('float32').mean(axis=2, keepdims=True)
         img = image.imresize(image.center_crop(img, (min(img.shape[:2]),) * 2)[0],
                              FACE_PIXELS, FACE_PIXELS, interp=1).reshape(
                                  (FACE_PIXELS, FACE_PIXELS, 1)).tile((1, 1, 3))
-    data, _ = transform(img, -1, test_augs)
+    data, _ = utils.transform(img, -1, test_augs)
     data = data.expand_dims(axis=0)
     out = net(data.as_in_context(ctx[0]))
     out = nd.softmax(out)
     pred = int(nd.argmax(out, axis=1).asscalar())
     prob = out[0][pred].asscalar()
-    return 'With prob=%f, %s' % (prob, synsets[pred])
+    label = train_imgs.synsets
+    return 'With prob=%f, %s' % (prob, label[pred])
 
 
-def summary_table(histories, last=3):
-    """Final test accuracy and its mean over the last epochs (one epoch can swing a lot)."""
-    lines = ['%-14s %14s %16s %10s %12s' % ('net', 'final test acc', 'mean last %d' % last,
-                                            'train acc', 'seconds')]
-    for name, h in histories.items():
-        lines.append('%-14s %14.3f %16.3f %10.3f %12.1f' % (
-            name, h['test_acc'][-1], np.mean(h['test_acc'][-last:]), h['train_acc'][-1],
-            sum(h['seconds'])))
-    return '\n'.join(lines)
+for fname in (examples if args.predict is None else args.predict):
+    print('%s: %s' % (os.path.basename(fname),
+                      classify_hotdog(finetune_net, fname, grey=dataset == 'faces')))
 
+# %% [markdown]
+# ## Conclusion
+#
+# A model pretrained on a large data set makes a good classifier from a small one: both tasks
+# need the same low-level skills (edges, textures, shapes), and the layers near the input
+# learned them on ImageNet. The exercises are in `chapters/fine_tuning_exercises.py`.
 
-@main_guard
-def main(argv=None):
-    args = parse_args(argv)
-    run = Run(args, 'fine_tuning')
-    ctx = devices_from(args)
-    progress = progress_from(args)
-    utils.training.seed_everything(args.seed)
-
-    # %% Get the data and look at some training images
-    train_imgs, test_imgs, dataset, examples = get_data(args, args.image_size)
-    print('%s: %d training and %d test images, classes %s, %dx%d crops'
-          % (dataset, len(train_imgs), len(test_imgs), train_imgs.synsets, args.image_size,
-             args.image_size))
-    show_training_images(train_imgs, run.figure('train_images.png'))
-
-    # %% The pretrained network: features + output
-    model_name, pretrained_net = get_pretrained_net(args.model, dataset)
-    print(pretrained_net.output)
-    print(first_conv(pretrained_net).weight.data()[0][0])
-
-    # %% finetune_net: same architecture, 2 classes, features from pretrained_net
-    finetune_net = new_net(model_name)
-    finetune_net.features = pretrained_net.features
-    finetune_net.output.initialize(init.Xavier())
-    settings = dict(batch_size=args.batch_size, epochs=args.epochs,
-                    learning_rate=args.learning_rate, wd=args.wd,
-                    output_lr_mult=args.output_lr_mult, bn_momentum=args.bn_momentum,
-                    progress=progress, seed=args.seed)
-    finetune_history = train(finetune_net, ctx, train_imgs, test_imgs, **settings)
-
-    # %% scratch_net: the same, trained from a random (Xavier) initialisation
-    scratch_net = new_net(model_name)
-    scratch_net.initialize(init=init.Xavier())
-    scratch_history = train(scratch_net, ctx, train_imgs, test_imgs, **settings)
-
-    # %% Both histories, and the table
-    histories = {'finetune_net': finetune_history, 'scratch_net': scratch_history}
-    utils.plot_history(histories, run.figure('finetune_vs_scratch.png'),
-                       title='%s, %s' % (dataset, model_name))
-    print(summary_table(histories))
-
-    # %% Predicting images
-    _, test_augs = augmentations(args.image_size)
-    for fname in (examples if args.predict is None else args.predict):
-        print('%s: %s' % (os.path.basename(fname), classify_hotdog(
-            finetune_net, fname, train_imgs.synsets, test_augs, ctx, grey=dataset == 'faces')))
-
-    run.metrics.update(dataset=dataset, model=model_name, devices=[str(c) for c in ctx],
-                       image_size=args.image_size, histories=histories)
-    run.finish()
-    return run.metrics
-
-
-if __name__ == '__main__':
-    main()
+# %%
+run.metrics.update(dataset=dataset, model=model_name, devices=[str(c) for c in ctx],
+                   image_size=args.image_size, histories=histories)
+run.finish()

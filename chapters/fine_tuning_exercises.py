@@ -1,17 +1,22 @@
-"""The five exercises of the fine-tuning chapter, one runnable answer each.
+# %% [markdown]
+# # Fine-tuning: the five exercises, one runnable answer each
+#
+# Follows the exercises ("练习") at the end of the Gluon tutorial "Fine-tuning: 通过微调来迁移学习"
+# (the MXNet edition of Dive into Deep Learning, 动手学深度学习), after `chapters/fine_tuning.py`.
+#
+# 1. Train longer, until both nets converge: do `scratch_net` and `finetune_net` end apart?
+# 2. `finetune_net` reuses every weight of `pretrained_net` but the output: reuse fewer.
+# 3. ImageNet has a hotdog class: reuse its row of the output layer.
+# 4. Do not train the reused weights at all.
+# 5. The images the fine-tuned net gets wrong, and how to do better.
+#
+# Every exercise prints a table and saves a PNG. `python -m chapters.fine_tuning_exercises
+# --exercise 2 --quick` runs one (`all` is the default); they take the chapter's settings and
+# run offline on the face photos where hotdog cannot be had. Times at `--quick` on 2 idle
+# cores, offline: exercise 3 a few seconds, exercises 2, 4 and 5 about 2-5 minutes each,
+# exercise 1 (three times the epochs) about 3 minutes; all five about 12 minutes (estimated
+# from the fine-tuning chapter's 60 s for two nets, not measured on an idle machine).
 
-    python -m chapters.fine_tuning_exercises --exercise 2 --quick
-
-1. train finetune_net and scratch_net longer, with a learning-rate schedule, until they converge;
-2. reuse fewer layers: only the first k stages of `features` come from ImageNet;
-3. the ImageNet hotdog row (the text says 713, which is 'photocopier'; 934 is 'hotdog') as the
-   initial hotdog row of the 2-class output;
-4. freeze the reused weights (grad_req='null' on features) against full fine-tuning;
-5. the images the fine-tuned net gets wrong, and one measured improvement.
-
-Every exercise prints a table and saves a PNG; they take the chapter's options (dataset, model,
-epochs, image size, devices) and run offline on the face photos where hotdog cannot be had.
-"""
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
 
@@ -21,86 +26,117 @@ import time
 import numpy as np
 from mxnet import gluon, init, nd
 
-from chapters.fine_tuning import (MEAN, STD, build_parser, first_conv, get_data,
-                                  get_pretrained_net, new_net, parse_args, train)
-from utils.cli import Run, devices_from, progress_from
-from utils.errors import main_guard
+from utils import opt
 
-TEXT_HOTDOG_INDEX, HOTDOG_INDEX = 713, 934
+# %% [markdown]
+# ## Settings
+#
+# The fine-tuning chapter's settings, the exercise to run, and exercise 1's schedule.
 
+# %%
+args = utils.settings(
+    'fine_tuning_exercises', 'The five exercises of the fine-tuning chapter',
+    exercise=opt('all', 'which exercise', choices=['all', '1', '2', '3', '4', '5']),
+    long_epochs=opt(None, 'exercise 1: epochs (default 3x --epochs)', type=int),
+    decay_epoch=opt(None, 'exercise 1: divide the learning rate by 10 here (default: two '
+                          'thirds of --long-epochs)', type=int),
+    **utils.FINE_TUNING_SETTINGS, **utils.HOTDOG_SETTINGS)
+args.long_epochs = args.long_epochs or 3 * args.epochs
+args.decay_epoch = args.decay_epoch or (2 * args.long_epochs) // 3
+chosen = [1, 2, 3, 4, 5] if args.exercise == 'all' else [int(args.exercise)]
+run = utils.Run(args, 'fine_tuning_exercises')
+ctx = utils.parse_devices(args.devices)
+utils.seed_everything(args.seed)
 
-def settings(args, **changes):
-    base = dict(batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.learning_rate,
-                wd=args.wd, output_lr_mult=args.output_lr_mult, bn_momentum=args.bn_momentum,
-                progress=progress_from(args),
-                seed=args.seed)
-    base.update(changes)
-    return base
+# %% [markdown]
+# The chapter's data and pretrained network. `finetune_from` builds the chapter's
+# `finetune_net` from a fresh copy of the pretrained weights: training changes the features
+# a net shares with its pretrained net, and each variant below must start from ImageNet's.
+
+# %%
+train_imgs, test_imgs, dataset, _ = utils.hotdog_or_faces(args, args.image_size)
+model_name, pretrained_net = utils.pretrained_for(dataset, args.model)
+print('%s, %s, first conv %s' % (dataset, model_name,
+                                 utils.first_conv(pretrained_net).weight.shape))
+results = {}
 
 
 def finetune_from(model_name):
-    """The chapter's finetune_net, from a fresh copy of the pretrained weights (training
-    changes the features it shares with its pretrained net)."""
-    net = new_net(model_name)
+    net = utils.new_classifier(model_name)
     net.features = utils.get_pretrained(model_name).features
     net.output.initialize(init.Xavier())
     return net
 
 
-def print_table(header, rows):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for row in [header] + rows:
-        print('  '.join(str(x).rjust(w) for x, w in zip(row, widths)))
+def train(net, **changes):
+    return utils.train_fine_tuning(net, ctx, train_imgs, test_imgs,
+                                   **utils.train_settings(args, **changes))
 
 
-# %% Exercise 1: train longer until both converge
-def exercise_1(args, data, pretrained, model_name, ctx, run):
-    """Longer training; the learning rate is divided by 10 at --decay-epoch (cosine-free, as
-    simple as the text's SGD)."""
-    train_imgs, test_imgs = data
-    epochs = args.long_epochs
+def accuracy_rows(histories):
+    """[name, final test accuracy, mean of the last 3 epochs] per run."""
+    return [[name, h['test_acc'][-1], np.mean(h['test_acc'][-3:])]
+            for name, h in histories.items()]
+
+
+# %% [markdown]
+# ## Exercise 1: train longer, until both converge
+#
+# Three times the epochs, and the learning rate divided by 10 at two thirds of them (a step
+# schedule, as simple as the text's SGD): two calls of `train`, before and after the drop.
+
+# %%
+def train_with_decay(net, epochs):
+    first = min(args.decay_epoch, epochs)
+    history = train(net, epochs=first)
+    if epochs > first:
+        later = train(net, epochs=epochs - first, learning_rate=args.learning_rate / 10)
+        history = {key: history[key] + later[key] for key in history}
+    return history
+
+
+def exercise_1():
     histories = {}
     for name in ('finetune_net', 'scratch_net'):
         if name == 'finetune_net':
             net = finetune_from(model_name)
         else:
-            net = new_net(model_name)
+            net = utils.new_classifier(model_name)
             net.initialize(init.Xavier())
-        histories[name] = train_with_decay(net, ctx, train_imgs, test_imgs, args, epochs)
+        histories[name] = train_with_decay(net, args.long_epochs)
     utils.plot_history(histories, run.figure('exercise1_longer.png'),
-                       title='%d epochs, lr / 10 at epoch %d' % (epochs, args.decay_epoch))
-    rows = [[name, '%.3f' % h['test_acc'][-1], '%.3f' % np.mean(h['test_acc'][-3:]),
-             '%.3f' % h['train_acc'][-1]] for name, h in histories.items()]
-    print_table(['net', 'final test acc', 'mean last 3', 'final train acc'], rows)
-    return {'epochs': epochs, 'histories': histories}
+                       title='%d epochs, lr / 10 at epoch %d'
+                       % (args.long_epochs, args.decay_epoch))
+    utils.print_table(['net', 'final test acc', 'mean last 3', 'final train acc'],
+                      [row + [histories[row[0]]['train_acc'][-1]]
+                       for row in accuracy_rows(histories)],
+                      [None, '%.3f', '%.3f', '%.3f'])
+    return {'epochs': args.long_epochs, 'histories': histories}
 
 
-def train_with_decay(net, ctx, train_imgs, test_imgs, args, epochs):
-    """Two calls of the chapter's train(): before and after the learning-rate drop."""
-    first = min(args.decay_epoch, epochs)
-    history = train(net, ctx, train_imgs, test_imgs, **settings(args, epochs=first))
-    if epochs > first:
-        later = train(net, ctx, train_imgs, test_imgs, **settings(
-            args, epochs=epochs - first, learning_rate=args.learning_rate / 10))
-        history = {key: history[key] + later[key] for key in history}
-    return history
+if 1 in chosen:
+    print('\n== Exercise 1 ==')
+    results['1'] = exercise_1()
+
+# %% [markdown]
+# ## Exercise 2: reuse fewer layers
+#
+# `reuse_first` gives a new 2-class net the pretrained weights of the first `children` blocks
+# of `features` only; the rest start at random. Stages: ResNet v2's children 0-4 are the stem
+# and 5-8 its four stages; MobileNetV2's 0-2 are the stem, then 17 bottlenecks (children
+# 3-19) grouped by output stride /4, /8, /16, /32.
 
 
-# %% Exercise 2: reuse fewer layers
+# %%
 def stage_ends(model_name):
-    """Number of `features` children up to the end of the stem and of each of 4 stages.
-
-    ResNet v2: children 0-4 are the stem, 5-8 the four stages. MobileNetV2: 0-2 the stem, then
-    17 bottlenecks (children 3-19) grouped by output stride /4, /8, /16, /32.
-    """
+    """Number of `features` children up to the end of the stem and of each of 4 stages."""
     if model_name.startswith('resnet'):
         return [5, 6, 7, 8, 9]
     return [3, 6, 9, 16, 20]
 
 
 def reuse_first(pretrained_net, model_name, children):
-    """A 2-class net whose first `children` blocks of features copy the pretrained ones."""
-    net = new_net(model_name)
+    net = utils.new_classifier(model_name)
     net.initialize(init.Xavier())
     net(nd.zeros((1, 3, 32, 32)))  # finish deferred initialisation before copying
     for mine, theirs in zip(net.features[:children], pretrained_net.features[:children]):
@@ -110,27 +146,44 @@ def reuse_first(pretrained_net, model_name, children):
     return net
 
 
-def exercise_2(args, data, pretrained, model_name, ctx, run):
-    train_imgs, test_imgs = data
+def exercise_2():
     ends = stage_ends(model_name)
-    choices = [('all', len(pretrained.features))] + [
-        (str(k), ends[k]) for k in (3, 2, 1, 0)]
-    histories, rows = {}, []
+    choices = [('all', len(pretrained_net.features))] + [(str(k), ends[k]) for k in (3, 2, 1, 0)]
+    histories, copied = {}, {}
     for label, children in choices:
         print('-- reusing %s stage(s): features[:%d] from ImageNet' % (label, children))
-        net = reuse_first(pretrained, model_name, children)
-        h = train(net, ctx, train_imgs, test_imgs, **settings(args))
-        histories['k=%s' % label] = h
-        rows.append([label, children, '%.3f' % h['test_acc'][-1],
-                     '%.3f' % np.mean(h['test_acc'][-3:])])
+        net = reuse_first(pretrained_net, model_name, children)
+        histories['k=%s' % label] = train(net)
+        copied['k=%s' % label] = children
     utils.plot_history(histories, run.figure('exercise2_reuse_fewer.png'),
                        title='stages of features reused from ImageNet')
-    print_table(['stages reused (k)', 'features children copied', 'final test acc',
-                 'mean last 3'], rows)
+    utils.print_table(['stages reused (k)', 'features children copied', 'final test acc',
+                       'mean last 3'],
+                      [[name[2:], copied[name], acc, mean]
+                       for name, acc, mean in accuracy_rows(histories)],
+                      [None, '%d', '%.3f', '%.3f'])
     return {'histories': histories}
 
 
-# %% Exercise 3: the ImageNet hotdog row
+if 2 in chosen:
+    print('\n== Exercise 2 ==')
+    results['2'] = exercise_2()
+
+# %% [markdown]
+# ## Exercise 3: the ImageNet hotdog row
+#
+# The text says the hotdog class is index 713 and takes its row of the output weight:
+# `hotdog_w = nd.split(weight.data(), 1000, axis=0)[713]`. Row 713 is 'photocopier'; 'hotdog'
+# is 934. `init_from_row` makes that row the new net's hotdog row. The not-hotdog row stands
+# for the other 999 classes together, whose logit is their log-sum-exp: a linear row cannot
+# express it, so it takes their mean weight and mean bias plus log(999), which equals the
+# log-sum-exp when those logits are equal and is a smooth stand-in otherwise. (The class
+# names sort 'hotdog' before 'not-hotdog'.)
+
+# %%
+TEXT_HOTDOG_INDEX, HOTDOG_INDEX = 713, 934
+
+
 def output_rows(net):
     """Output weight as (classes, inputs) and bias: Dense (ResNet) or 1x1 conv (MobileNetV2)."""
     layer = net.output if isinstance(net.output, gluon.nn.Dense) else net.output[0]
@@ -139,13 +192,6 @@ def output_rows(net):
 
 
 def init_from_row(net, pretrained_net, row):
-    """Hotdog row = ImageNet row `row`; not-hotdog row from all other 999 rows.
-
-    The not-hotdog probability is the sum of the other 999 classes' probabilities, whose
-    logit is their log-sum-exp: a linear row cannot express it, so it takes their mean
-    weight and mean bias plus log(999), which equals the log-sum-exp when those logits
-    are equal and is a smooth stand-in otherwise. synsets sort 'hotdog' before 'not-hotdog'.
-    """
     net(nd.zeros((1, 3, 32, 32)))  # finish deferred initialisation before setting rows
     layer, weight, bias = output_rows(net)
     _, imagenet_w, imagenet_b = output_rows(pretrained_net)
@@ -156,86 +202,98 @@ def init_from_row(net, pretrained_net, row):
     layer.bias.set_data(new_b.reshape(layer.bias.shape))
 
 
-def exercise_3(args, data, pretrained, model_name, ctx, run):
+def exercise_3():
     classes = utils.imagenet_classes()
-    text_name = classes[TEXT_HOTDOG_INDEX]
-    print('class %d: %s (the index the text gives)' % (TEXT_HOTDOG_INDEX, text_name))
+    print('class %d: %s (the index the text gives)' % (TEXT_HOTDOG_INDEX,
+                                                       classes[TEXT_HOTDOG_INDEX]))
     print('class %d: %s' % (HOTDOG_INDEX, classes[HOTDOG_INDEX]))
-    _, weight, bias = output_rows(pretrained)
+    _, weight, bias = output_rows(pretrained_net)
     hotdog_w = nd.split(weight, 1000, axis=0)[HOTDOG_INDEX]
     print('hotdog_w.shape', hotdog_w.shape, '(bias: one number per class,', bias.shape, ')')
-    if args.dataset_name != 'hotdog':
+    if dataset != 'hotdog':
         print('The accuracy part of this exercise needs the hotdog data (not available here): '
               'put data/hotdog.zip in place or run where the network is reachable.')
         return {'names': {str(TEXT_HOTDOG_INDEX): classes[TEXT_HOTDOG_INDEX],
                           str(HOTDOG_INDEX): classes[HOTDOG_INDEX]}}
-    train_imgs, test_imgs = data
     test_data = gluon.data.DataLoader(test_imgs, args.batch_size)
     rows, histories = [], {}
     for label, row in (('row 713', TEXT_HOTDOG_INDEX), ('row 934', HOTDOG_INDEX),
                        ('random', None)):
         net = finetune_from(model_name)
         if row is not None:
-            init_from_row(net, pretrained, row)
+            init_from_row(net, pretrained_net, row)
         net.collect_params().reset_ctx(ctx)
         before = utils.evaluate_accuracy(test_data, net, ctx)
-        h = train(net, ctx, train_imgs, test_imgs, **settings(args, epochs=1))
-        histories[label] = h
-        rows.append([label, '%.3f' % before, '%.3f' % h['test_acc'][-1]])
-    print_table(['output init', 'test acc before training', 'after 1 epoch'], rows)
+        histories[label] = train(net, epochs=1)
+        rows.append([label, before, histories[label]['test_acc'][-1]])
+    utils.print_table(['output init', 'test acc before training', 'after 1 epoch'], rows,
+                      [None, '%.3f', '%.3f'])
     utils.plot_history(histories, run.figure('exercise3_hotdog_row.png'),
                        title='output initialised from an ImageNet row')
     return {'rows': rows, 'histories': histories}
 
 
-# %% Exercise 4: freeze the reused weights
-def exercise_4(args, data, pretrained, model_name, ctx, run):
-    train_imgs, test_imgs = data
-    histories, rows = {}, []
+if 3 in chosen:
+    print('\n== Exercise 3 ==')
+    results['3'] = exercise_3()
+
+# %% [markdown]
+# ## Exercise 4: freeze the reused weights
+#
+# `grad_req = 'null'` on `features`: their weights stay as ImageNet left them, only the
+# output trains (BatchNorm running statistics still follow the new data). It is also faster:
+# no gradients for the features.
+
+
+# %%
+def exercise_4():
+    histories, seconds = {}, {}
     for label, frozen in (('fine-tune all', False), ('features frozen', True)):
         net = finetune_from(model_name)
         if frozen:
-            # the weights stay; BatchNorm running statistics still follow the new data
             net.features.collect_params().setattr('grad_req', 'null')
-        h = train(net, ctx, train_imgs, test_imgs, **settings(args))
-        histories[label] = h
-        rows.append([label, '%.3f' % h['test_acc'][-1], '%.3f' % np.mean(h['test_acc'][-3:]),
-                     '%.1f' % np.median(h['seconds'])])
-    print_table(['variant', 'final test acc', 'mean last 3', 'median sec/epoch'], rows)
+        histories[label] = train(net)
+        seconds[label] = np.median(histories[label]['seconds'])
+    utils.print_table(['variant', 'final test acc', 'mean last 3', 'median sec/epoch'],
+                      [row + [seconds[row[0]]] for row in accuracy_rows(histories)],
+                      [None, '%.3f', '%.3f', '%.1f'])
     utils.plot_history(histories, run.figure('exercise4_frozen.png'),
                        title='reused weights trained or frozen')
     return {'histories': histories}
 
 
-# %% Exercise 5: the images it gets wrong, and one improvement
-def predictions(net, dataset, ctx):
-    """(probabilities of the true class, predicted labels) over a dataset."""
-    loader = gluon.data.DataLoader(dataset, 64)
-    probs, preds, labels = [], [], []
-    for X, y in loader:
-        out = nd.softmax(net(X.as_in_context(ctx[0]))).asnumpy()
-        labels.append(y.asnumpy().astype(int))
-        preds.append(out.argmax(axis=1))
-        probs.append(out[np.arange(len(out)), labels[-1]])
-    return np.concatenate(probs), np.concatenate(preds), np.concatenate(labels)
+if 4 in chosen:
+    print('\n== Exercise 4 ==')
+    results['4'] = exercise_4()
+
+# %% [markdown]
+# ## Exercise 5: the images it gets wrong, and one improvement
+#
+# The test images sorted by the probability the net gives their true class: the wrong ones
+# first, then the least sure right ones. One measured improvement: the new output layer
+# learning 10x faster than the reused layers (`--output-lr-mult 10`).
 
 
-def exercise_5(args, data, pretrained, model_name, ctx, run):
-    train_imgs, test_imgs = data
+# %%
+def exercise_5():
     results, rows = {}, []
     for label, mult in (('text settings', 1.0), ('output lr x10', 10.0)):
         net = finetune_from(model_name)
         start = time.time()
-        h = train(net, ctx, train_imgs, test_imgs, **settings(args, output_lr_mult=mult))
-        probs, preds, labels = predictions(net, test_imgs, ctx)
-        results[label] = (h, probs, preds, labels)
-        rows.append([label, '%.3f' % h['test_acc'][-1], '%.3f' % np.mean(h['test_acc'][-3:]),
-                     int((preds != labels).sum()), '%.0f' % (time.time() - start)])
-    print_table(['variant', 'final test acc', 'mean last 3', 'wrong', 'seconds'], rows)
+        h = train(net, output_lr_mult=mult)
+        out, labels = utils.predict_dataset(net, test_imgs, 64, ctx[0])
+        probs = nd.softmax(nd.array(out)).asnumpy()
+        preds = probs.argmax(axis=1)
+        true_probs = probs[np.arange(len(probs)), labels.astype(int)]
+        results[label] = (h, true_probs, preds, labels.astype(int))
+        rows.append([label, h['test_acc'][-1], np.mean(h['test_acc'][-3:]),
+                     int((preds != labels).sum()), time.time() - start])
+    utils.print_table(['variant', 'final test acc', 'mean last 3', 'wrong', 'seconds'], rows,
+                      [None, '%.3f', '%.3f', '%d', '%.0f'])
     _, probs, preds, labels = results['text settings']
-    worst = np.argsort(probs)[:8]  # the wrong ones first, then the least sure right ones
+    worst = np.argsort(probs)[:8]
     synsets = train_imgs.synsets
-    imgs = [(test_imgs[i][0] * STD + MEAN).transpose((1, 2, 0)).clip(0, 1) for i in worst]
+    imgs = [utils.denormalise(test_imgs[i][0].expand_dims(axis=0))[0] for i in worst]
     verdicts = ['WRONG' if preds[i] != labels[i] else 'ok' for i in worst]
     titles = ['%s %s\np(true)=%.2f' % (verdict, synsets[labels[i]], probs[i])
               for verdict, i in zip(verdicts, worst)]
@@ -246,39 +304,11 @@ def exercise_5(args, data, pretrained, model_name, ctx, run):
     return {'rows': rows, 'histories': {k: v[0] for k, v in results.items()}}
 
 
-EXERCISES = {1: exercise_1, 2: exercise_2, 3: exercise_3, 4: exercise_4, 5: exercise_5}
+if 5 in chosen:
+    print('\n== Exercise 5 ==')
+    results['5'] = exercise_5()
 
-
-@main_guard
-def main(argv=None):
-    parser = build_parser(__doc__.splitlines()[0], default_out='out/fine_tuning_exercises')
-    parser.add_argument('--exercise', default='all', choices=['all', '1', '2', '3', '4', '5'])
-    parser.add_argument('--long-epochs', type=int, default=None,
-                        help='exercise 1: epochs (default 3x --epochs)')
-    parser.add_argument('--decay-epoch', type=int, default=None,
-                        help='exercise 1: divide the learning rate by 10 here '
-                             '(default: two thirds of --long-epochs)')
-    args = parse_args(argv, parser)
-    args.long_epochs = args.long_epochs or 3 * args.epochs
-    args.decay_epoch = args.decay_epoch or (2 * args.long_epochs) // 3
-    run = Run(args, 'fine_tuning_exercises')
-    ctx = devices_from(args)
-    utils.training.seed_everything(args.seed)
-    train_imgs, test_imgs, args.dataset_name, _ = get_data(args, args.image_size)
-    model_name, pretrained = get_pretrained_net(args.model, args.dataset_name)
-    args.model = model_name
-    print('%s, %s, first conv %s' % (args.dataset_name, model_name,
-                                     first_conv(pretrained).weight.shape))
-    chosen = sorted(EXERCISES) if args.exercise == 'all' else [int(args.exercise)]
-    run.metrics.update(dataset=args.dataset_name, model=model_name,
-                       devices=[str(c) for c in ctx], exercises={})
-    for number in chosen:
-        print('\n== Exercise %d ==' % number)
-        run.metrics['exercises'][str(number)] = EXERCISES[number](
-            args, (train_imgs, test_imgs), pretrained, model_name, ctx, run)
-    run.finish()
-    return run.metrics
-
-
-if __name__ == '__main__':
-    main()
+# %%
+run.metrics.update(dataset=dataset, model=model_name, devices=[str(c) for c in ctx],
+                   exercises=results)
+run.finish()

@@ -1,7 +1,117 @@
+import hashlib
+import http.server
+import io
 import os
+import socket
 import sys
+import threading
+import zipfile
+
+import numpy as np
+import pytest
 
 # The project root on sys.path, and utils imported first so OMP_NUM_THREADS is set before MXNet.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import utils  # noqa: E402,F401
+
+
+class Site:
+    """What the test HTTP server serves: `files` {URL path: bytes}; `lengths` {URL path:
+    Content-Length to announce} (more than the body: a transfer that breaks off); `hits`, the
+    paths asked for, in order."""
+
+    def __init__(self, url):
+        self.url = url
+        self.files, self.lengths, self.hits = {}, {}, []
+
+    def put(self, path, body, length=None):
+        self.files[path] = body
+        if length is not None:
+            self.lengths[path] = length
+        return self.url + path
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        site = self.server.site
+        site.hits.append(self.path)
+        body = site.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header('Content-Length', str(site.lengths.get(self.path, len(body))))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    """A local HTTP server on 127.0.0.1 (the tests' stand-in for mirrors and the model
+    store); yields its Site."""
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+    httpd.site = Site('http://127.0.0.1:%d' % httpd.server_address[1])
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.site
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def dead_url():
+    """A URL on a port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return 'http://127.0.0.1:%d/hotdog.zip' % port
+
+
+def _png(pixels):
+    import matplotlib.image
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, pixels, format='png')
+    return buf.getvalue()
+
+
+@pytest.fixture
+def hotdog_mirror(http_server):
+    """serve(per_class=(train, test), extra={name: bytes}) -> (URL, sha1) of a small
+    hotdog.zip in the real layout; one image per split is smaller than the crop."""
+    def serve(per_class=(6, 2), extra=None):
+        rng = np.random.RandomState(0)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, 'w') as zf:
+            for split, count in zip(('train', 'test'), per_class):
+                for cls, shade in (('hotdog', 200), ('not-hotdog', 60)):
+                    for i in range(count):
+                        size = (20, 30) if i == 0 else (48, 40)
+                        zf.writestr('hotdog/%s/%s/%d.png' % (split, cls, i),
+                                    _png(np.clip(rng.normal(shade, 30, size=size + (3,)),
+                                                 0, 255).astype('uint8')))
+            for name, data in (extra or {}).items():
+                zf.writestr(name, data)
+        body = buf.getvalue()
+        return http_server.put('/hotdog.zip', body), hashlib.sha1(body).hexdigest()
+    return serve
+
+
+@pytest.fixture
+def run_chapter(tmp_path):
+    """run(name, *argv) -> (namespace, metrics): the chapter run with its figures in
+    tmp_path/out and its metrics read back from a JSON file."""
+    import json
+
+    def run(name, *argv):
+        metrics = tmp_path / ('%s-metrics.json' % name)
+        namespace = utils.run_chapter('chapters.' + name, ['--out', str(tmp_path / 'out'),
+                                                           '--metrics-json', str(metrics),
+                                                           '--no-progress'] + list(argv))
+        return namespace, json.loads(metrics.read_text())
+    return run

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 from mxnet import nd
 
-from chapters import custom_classes as cc
+import utils
 
 TINY = ['--image-size', '32', '--epochs', '2', '--no-progress']
 
 
 def run(tmp_path, *extra):
     metrics = tmp_path / 'metrics.json'
-    cc.main(TINY + ['--out', str(tmp_path / 'out'), '--metrics-json', str(metrics)]
-            + list(extra))
-    return json.loads(metrics.read_text())
+    namespace = utils.run_chapter('chapters.custom_classes', TINY + [
+        '--out', str(tmp_path / 'out'), '--metrics-json', str(metrics)] + list(extra))
+    return dict(json.loads(metrics.read_text()), namespace=namespace)
 
 
 def png_folder(root, counts, size=40):
@@ -52,12 +52,13 @@ def test_demo_folder_trains_saves_and_predicts(tmp_path, capsys):
 
 
 def test_saved_model_round_trips(tmp_path):
-    head = cc.build_new_head(3)
+    cc = run(tmp_path, '--per-class', '4', '--epochs', '1')['namespace']
+    head = cc['build_new_head'](3)
     head.initialize()
     x = nd.random.normal(shape=(2, 1280, 1, 1))
     expected = head(x).asnumpy()
-    cc.save_model(str(tmp_path / 'm.zip'), head, ['a', 'b', 'c'], 32)
-    _, loaded, classes, size = cc.load_model(str(tmp_path / 'm.zip'))
+    cc['save_model'](str(tmp_path / 'm.zip'), head, ['a', 'b', 'c'], 32)
+    _, loaded, classes, size = cc['load_model'](str(tmp_path / 'm.zip'))
     assert classes == ['a', 'b', 'c'] and size == 32
     np.testing.assert_array_equal(loaded(x).asnumpy(), expected)
 

@@ -5,18 +5,17 @@ import os
 import mxnet as mx
 import numpy as np
 import pytest
-from mxnet import autograd, gluon, init, nd
-from mxnet.gluon import nn
+from mxnet import autograd, gluon, nd
 
 import utils
-from chapters import simple_object_detection as chapter
-from utils import detection
+from utils import bbox
+from utils.loss import ScaledMSELoss, TwoOutputLoss
 
 
 # --- the text's loss ----------------------------------------------------------------------
 
 def test_scaled_mse_on_hand_computed_examples():
-    loss = detection.ScaledMSELoss()
+    loss = ScaledMSELoss()
     label = nd.array([[1, 10, 20, 30, 40], [0, 0, 0, 0, 0]])
     pred = nd.array([[224, 10, 20, 30, 40],     # exact: 0
                      [0, 1, 2, 3, 4]])          # (1 + 4 + 9 + 16) / 5 = 6
@@ -24,13 +23,12 @@ def test_scaled_mse_on_hand_computed_examples():
     # shape wrong by the whole canvas: 224^2 / 5, no factor 1/2 (Gluon's L2Loss halves)
     wrong = loss(nd.array([[0, 10, 20, 30, 40]]), nd.array([[1, 10, 20, 30, 40]]))
     assert wrong.asscalar() == pytest.approx(224 ** 2 / 5)
-    unscaled = detection.ScaledMSELoss(1)(nd.array([[0.5, 1, 2, 3, 4]]),
-                                          nd.array([[1, 0, 0, 0, 0]]))
+    unscaled = ScaledMSELoss(1)(nd.array([[0.5, 1, 2, 3, 4]]), nd.array([[1, 0, 0, 0, 0]]))
     assert unscaled.asscalar() == pytest.approx((0.25 + 1 + 4 + 9 + 16) / 5)
 
 
 def test_scaled_mse_hybridized_matches():
-    loss = detection.ScaledMSELoss()
+    loss = ScaledMSELoss()
     pred, label = nd.array([[100, 1, 2, 3, 4]]), nd.array([[1, 0, 2, 3, 5]])
     eager = loss(pred, label).asscalar()
     loss.hybridize()
@@ -38,7 +36,7 @@ def test_scaled_mse_hybridized_matches():
 
 
 def test_two_output_loss():
-    loss = detection.TwoOutputLoss(box_weight=0.5)
+    loss = TwoOutputLoss(box_weight=0.5)
     pred = nd.array([[0, 0, 10, 20, 30, 40], [0, 0, 10, 20, 30, 42]])
     label = nd.array([[1, 10, 20, 30, 40], [0, 10, 20, 30, 40]])
     np.testing.assert_allclose(loss(pred, label).asnumpy(),
@@ -47,10 +45,10 @@ def test_two_output_loss():
 
 def test_decode_thresholds():
     out = np.array([[113, 1, 2, 3, 4], [111, 1, 2, 3, 4]], dtype='float32')
-    assert detection.decode(out)[0].tolist() == [True, False]
-    assert detection.decode(out / 224, 'unscaled')[0].tolist() == [True, False]
+    assert bbox.decode(out)[0].tolist() == [True, False]
+    assert bbox.decode(out / 224, 'unscaled')[0].tolist() == [True, False]
     two = np.array([[0, 1, 5, 6, 7, 8], [1, 0, 5, 6, 7, 8]], dtype='float32')
-    is_rect, boxes = detection.decode(two, 'two_output')
+    is_rect, boxes = bbox.decode(two, 'two_output')
     assert is_rect.tolist() == [True, False] and boxes[0].tolist() == [5, 6, 7, 8]
 
 
@@ -65,17 +63,17 @@ def test_decode_thresholds():
     ([0, 10, 0, 10], [5, 5, 0, 10], 0.0),           # no area
 ])
 def test_iou_hand_computed(a, b, expected):
-    assert detection.iou(a, b) == pytest.approx(expected)
-    assert detection.iou(b, a) == pytest.approx(expected)
+    assert bbox.iou(a, b) == pytest.approx(expected)
+    assert bbox.iou(b, a) == pytest.approx(expected)
 
 
 def test_iou_vectorised_and_metrics():
     boxes = np.array([[0, 10, 0, 10], [0, 20, 0, 20]])
-    np.testing.assert_allclose(detection.iou(boxes, [[0, 10, 0, 10], [5, 15, 5, 15]]),
+    np.testing.assert_allclose(bbox.iou(boxes, [[0, 10, 0, 10], [5, 15, 5, 15]]),
                                [1.0, 0.25])
     out = np.array([[200, 0, 10, 0, 10], [10, 0, 20, 0, 20]])
     labels = np.array([[1, 0, 10, 0, 10], [1, 5, 15, 5, 15]])
-    assert detection.detection_metrics(out, labels) == {'shape_acc': 0.5, 'mean_iou': 0.625}
+    assert bbox.detection_metrics(out, labels) == {'shape_acc': 0.5, 'mean_iou': 0.625}
 
 
 # --- frozen layers ------------------------------------------------------------------------
@@ -91,24 +89,45 @@ def _changed(before, params):
 
 def _step(det, size=64, batch=4):
     images, labels = utils.scenes.make_scenes(batch, seed=1)
-    x, y = detection.to_input(images, size), nd.array(labels)
-    params = detection.trainable_params(det.net)
+    x, y = utils.preprocess_batch(images, size), nd.array(labels)
+    params = utils.trainable_params(det.net)
     trainer = gluon.Trainer(params, 'rmsprop', {'learning_rate': 1e-3})
     det.net.hybridize()
     with autograd.record():
-        loss = detection.ScaledMSELoss()(det.net(x), y)
+        loss = ScaledMSELoss()(det.net(x), y)
     loss.backward()
     trainer.step(batch)
 
 
+TINY = ['--random-base', '--no-progress', '--num-examples', '40', '--initial-epochs', '2',
+        '--fine-tuning-epochs', '1', '--input-size', '64', '--head', 'conv',
+        '--batch-size', '16', '--test-scenes', '8']
+
+
 @pytest.fixture(scope='module')
-def v2_base():
-    return chapter.random_base('mobilenetv2_1.0')
+def tiny_run(tmp_path_factory):
+    """A tiny run of the chapter on a randomly initialised base (offline and fast; the
+    chapter itself loads ImageNet weights): (namespace, metrics, output folder)."""
+    out = tmp_path_factory.mktemp('detection')
+    namespace = utils.run_chapter('chapters.simple_object_detection', TINY + [
+        '--out', str(out), '--metrics-json', str(out / 'metrics.json')])
+    with open(out / 'metrics.json') as f:
+        return namespace, json.load(f), out
 
 
-def test_phase1_step_changes_only_the_head(v2_base):
+@pytest.fixture(scope='module')
+def chapter(tiny_run):
+    return tiny_run[0]
+
+
+@pytest.fixture(scope='module')
+def v2_base(chapter):
+    return chapter['random_base']('mobilenetv2_1.0')
+
+
+def test_phase1_step_changes_only_the_head(chapter, v2_base):
     mx.random.seed(0)
-    det = chapter.Detector(v2_base.features, 'mobilenetv2_1.0', 3, 'conv')
+    det = chapter['Detector'](v2_base.features, 'mobilenetv2_1.0', 3, 'conv')
     det.net(nd.zeros((1, 3, 64, 64)))   # complete the head's deferred initialisation
     base_params = v2_base.features.collect_params()
     before = _values(base_params)
@@ -120,10 +139,10 @@ def test_phase1_step_changes_only_the_head(v2_base):
     assert any(n.endswith('running_mean') for n in before)
 
 
-def test_phase2_step_changes_exactly_the_unfrozen_blocks(v2_base):
+def test_phase2_step_changes_exactly_the_unfrozen_blocks(chapter, v2_base):
     mx.random.seed(0)
     features = v2_base.features
-    det = chapter.Detector(features, 'mobilenetv2_1.0', 3, 'conv')
+    det = chapter['Detector'](features, 'mobilenetv2_1.0', 3, 'conv')
     det.phase2()
     base_params = features.collect_params()
     before = _values(base_params)
@@ -136,60 +155,24 @@ def test_phase2_step_changes_exactly_the_unfrozen_blocks(v2_base):
     assert len(tail) == 3 * 9   # 3 convs + 3 BatchNorms (gamma, beta) per block
 
 
-def test_mobilenet025_phase2_unfreezes_the_text_layers():
+def test_mobilenet025_phase2_unfreezes_the_text_layers(chapter):
     """conv_pw_9..11 and their BatchNorms: features 54-56, 60-62, 66-68; not conv_dw."""
-    net = chapter.random_base('mobilenet0.25')
+    net = chapter['random_base']('mobilenet0.25')
     features = net.features
-    det = chapter.Detector(features, 'mobilenet0.25', 3, 'text')
+    det = chapter['Detector'](features, 'mobilenet0.25', 3, 'text')
     det.phase2()
-    trained = set(detection.trainable_params(det.tail))
+    trained = set(utils.trainable_params(det.tail))
     expected = set()
     for i in (54, 55, 60, 61, 66, 67):
         expected |= {n for n in features[i].collect_params()
                      if not n.endswith(('running_mean', 'running_var'))}
     assert trained == expected and len(expected) == 9   # 3 conv weights + 3 (gamma, beta)
-    assert set(detection.trainable_params(det.prefix)) == set()
-
-
-def test_frozen_batchnorm_gradients_match_finite_differences():
-    # MXNet 1.9.1's oneDNN BatchNorm gives wrong gradients inside
-    # autograd.record(train_mode=False); the use_global_stats route must be exact.
-    mx.random.seed(0)
-    net = nn.HybridSequential()
-    net.add(nn.Conv2D(8, 3, padding=1), nn.BatchNorm(), nn.Activation('tanh'),
-            nn.Conv2D(8, 1), nn.BatchNorm(), nn.Activation('tanh'), nn.Dense(2))
-    net.initialize(init.Xavier())
-    x = nd.random.normal(shape=(4, 3, 8, 8))
-    net(x)
-    for bn in (net[1], net[4]):
-        bn.running_mean.set_data(nd.random.normal(shape=bn.running_mean.shape))
-        bn.running_var.set_data(nd.random.uniform(0.5, 2, shape=bn.running_var.shape))
-    detection.freeze_batchnorm(net)
-    net.hybridize()
-    stats = net[1].running_mean.data().asnumpy().copy()
-    weight = net[0].weight
-
-    def f():
-        return (net(x) ** 2).sum()
-    with autograd.record():
-        y = f()
-    y.backward()
-    assert np.array_equal(stats, net[1].running_mean.data().asnumpy())
-    grad, w0, eps = weight.grad().asnumpy(), weight.data().asnumpy(), 1e-2
-    for idx in [(0, 0, 1, 1), (2, 1, 0, 2), (3, 0, 2, 2), (7, 2, 2, 0)]:
-        values = []
-        for sign in (1, -1):
-            w = w0.copy()
-            w[idx] += sign * eps
-            weight.set_data(nd.array(w))
-            values.append(f().asscalar())
-        numeric = (values[0] - values[1]) / (2 * eps)
-        assert grad[idx] == pytest.approx(numeric, rel=2e-3, abs=1e-3), idx
+    assert set(utils.trainable_params(det.prefix)) == set()
 
 
 # --- the chapter --------------------------------------------------------------------------
 
-def test_auto_base_falls_back_with_one_line(monkeypatch, capsys):
+def test_auto_base_falls_back_with_one_line(chapter, monkeypatch, capsys):
     calls = []
 
     def fake(name):
@@ -198,37 +181,30 @@ def test_auto_base_falls_back_with_one_line(monkeypatch, capsys):
             raise utils.UserError('could not get the weights of mobilenet0.25: offline')
         return 'v2'
     monkeypatch.setattr(utils, 'get_pretrained', fake, raising=False)
-    assert chapter.load_base('auto', pretrained=True) == ('v2', 'mobilenetv2_1.0')
+    assert chapter['load_base']('auto', pretrained=True) == ('v2', 'mobilenetv2_1.0')
     assert calls == ['mobilenet0.25', 'mobilenetv2_1.0']
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and 'mobilenetv2_1.0' in out[0]
     with pytest.raises(utils.UserError):
-        chapter.load_base('mobilenet0.25', pretrained=True)
+        chapter['load_base']('mobilenet0.25', pretrained=True)
 
 
-def test_tiny_end_to_end_run_and_predict(tmp_path):
-    # A randomly initialised base keeps this offline and fast; the chapter itself loads
-    # ImageNet weights.
-    out, metrics_path = str(tmp_path / 'out'), str(tmp_path / 'metrics.json')
-    common = ['--random-base', '--out', out, '--no-progress']
-    chapter.main(common + ['--num-examples', '40', '--initial-epochs', '2',
-                           '--fine-tuning-epochs', '1', '--input-size', '64', '--head', 'conv',
-                           '--batch-size', '16', '--test-scenes', '8',
-                           '--metrics-json', metrics_path])
-    with open(metrics_path) as f:
-        metrics = json.load(f)
+def test_tiny_end_to_end_run_and_predict(tiny_run):
+    _, metrics, out = tiny_run
     for key in ('shape_acc', 'mean_iou', 'val_loss', 'wall_seconds', 'phase1_sec_per_epoch'):
         assert key in metrics
     assert 0 <= metrics['shape_acc'] <= 1 and 0 <= metrics['mean_iou'] <= 1
     assert len(metrics['history']['phase1']['loss']) == 2
     assert os.path.exists(os.path.join(out, 'detections.png'))
     assert os.path.exists(os.path.join(out, 'detector.params'))
-    chapter.main(common + ['--predict', '3'])
+    utils.run_chapter('chapters.simple_object_detection',
+                      ['--random-base', '--out', str(out), '--predict', '3'])
     assert os.path.exists(os.path.join(out, 'predictions.png'))
 
 
 def test_predict_without_a_model_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        chapter.main(['--predict', '2', '--out', str(tmp_path)])
+        utils.run_chapter('chapters.simple_object_detection',
+                          ['--predict', '2', '--out', str(tmp_path)])
     assert exit_info.value.code == 2
     assert 'no saved model' in capsys.readouterr().err

@@ -8,7 +8,6 @@ import pytest
 
 import utils
 from tests.conftest import ROOT
-from chapters import train_basics
 
 
 def test_try_all_gpus_falls_back_to_cpu():
@@ -50,8 +49,9 @@ def test_omp_threads_default_and_user_choice():
 
 def test_train_basics_chapter_on_two_contexts(tmp_path, capsys):
     metrics = tmp_path / 'm.json'
-    train_basics.main(['--devices', 'cpu:2', '--epochs', '2', '--out', str(tmp_path / 'out'),
-                       '--metrics-json', str(metrics), '--no-progress'])
+    utils.run_chapter('chapters.train_basics', [
+        '--devices', 'cpu:2', '--epochs', '2', '--out', str(tmp_path / 'out'),
+        '--metrics-json', str(metrics), '--no-progress'])
     out = capsys.readouterr().out
     assert 'Start training on [cpu(0), cpu(1)]' in out
     result = json.loads(metrics.read_text())
@@ -67,3 +67,33 @@ def test_bad_option_is_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: devices 'tpu:1' not understood: use 'auto', 'cpu', 'cpu:N' or 'gpu:0,1'"]
+
+
+SETTINGS_CELL = """
+import utils
+args = utils.settings('demo', 'a demo', epochs=utils.opt(10, 'epochs', quick=2),
+                      rate=utils.opt(0.5, 'a rate'), flag=utils.opt(False, 'a flag'))
+"""
+
+
+def test_settings_in_a_notebook_take_the_quick_values():
+    namespace = {'__name__': '__main__'}  # a notebook's namespace has no __file__
+    exec(SETTINGS_CELL, namespace)
+    args = namespace['args']
+    assert args.quick and args.epochs == 2 and args.rate == 0.5 and args.flag is False
+    assert args.out == os.path.join('out', 'demo')
+
+
+def test_settings_from_run_chapter_arguments(tmp_path):
+    chapter = tmp_path / 'demo_chapter.py'
+    chapter.write_text(SETTINGS_CELL)
+    args = utils.run_chapter(str(chapter), ['--rate', '0.25', '--flag'])['args']
+    assert not args.quick and args.epochs == 10 and args.rate == 0.25 and args.flag
+    args = utils.run_chapter(str(chapter), ['--quick', '--epochs', '3'])['args']
+    assert args.epochs == 3
+
+
+def test_importing_a_chapter_says_how_to_run_it():
+    sys.modules.pop('chapters.train_basics', None)
+    with pytest.raises(RuntimeError, match='python -m chapters.train_basics'):
+        import chapters.train_basics  # noqa: F401

@@ -1,8 +1,5 @@
 import hashlib
-import http.server
 import os
-import socket
-import threading
 import zipfile
 
 import pytest
@@ -14,46 +11,20 @@ GOOD = b'hotdog bytes ' * 1000
 SHA1 = hashlib.sha1(GOOD).hexdigest()
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    hits = {}
-
-    def do_GET(self):
-        Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
-        if self.path.endswith('/good.bin'):
-            body, length = GOOD, len(GOOD)
-        elif self.path.endswith('/bad.bin'):
-            body, length = GOOD[:-1] + b'X', len(GOOD)
-        elif self.path.endswith('/truncated.bin'):
-            body, length = GOOD[:len(GOOD) // 2], len(GOOD)  # promises more than it sends
-        else:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header('Content-Length', str(length))
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-        self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope='module')
-def server():
-    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield 'http://127.0.0.1:%d' % httpd.server_address[1]
-    httpd.shutdown()
+@pytest.fixture
+def server(http_server):
+    """The test server with a good file, a file with a wrong byte, and a file whose
+    transfer breaks off (it promises more bytes than it sends)."""
+    for prefix in ('', '/a', '/b'):
+        http_server.put(prefix + '/good.bin', GOOD)
+        http_server.put(prefix + '/bad.bin', GOOD[:-1] + b'X')
+    http_server.put('/truncated.bin', GOOD[:len(GOOD) // 2], length=len(GOOD))
+    return http_server
 
 
 @pytest.fixture
-def refused_url():
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    return 'http://127.0.0.1:%d/good.bin' % port
+def refused_url(dead_url):
+    return dead_url.rsplit('/', 1)[0] + '/good.bin'
 
 
 def leftovers(folder):
@@ -61,24 +32,22 @@ def leftovers(folder):
 
 
 def test_right_sha1_downloads_once(server, tmp_path):
-    Handler.hits.clear()
-    path = utils.download(server + '/a/good.bin', str(tmp_path / 'good.bin'), SHA1, retries=0)
+    path = utils.download(server.url + '/a/good.bin', str(tmp_path / 'good.bin'), SHA1, retries=0)
     assert open_bytes(path) == GOOD
-    utils.download(server + '/a/good.bin', str(tmp_path / 'good.bin'), SHA1, retries=0)
-    assert Handler.hits['/a/good.bin'] == 1  # present with the right sha1: not fetched again
+    utils.download(server.url + '/a/good.bin', str(tmp_path / 'good.bin'), SHA1, retries=0)
+    assert server.hits.count('/a/good.bin') == 1  # present with the right sha1: not fetched again
     assert leftovers(tmp_path) == []
 
 
 def test_folder_as_path_keeps_the_url_name(server, tmp_path):
-    path = utils.download(server + '/good.bin', str(tmp_path) + os.sep, SHA1, retries=0)
+    path = utils.download(server.url + '/good.bin', str(tmp_path) + os.sep, SHA1, retries=0)
     assert path == str(tmp_path / 'good.bin')
 
 
 def test_wrong_sha1_fetched_twice_then_clear_error(server, tmp_path):
-    Handler.hits.clear()
     with pytest.raises(DownloadError) as err:
-        utils.download(server + '/b/bad.bin', str(tmp_path / 'f.bin'), SHA1, retries=0)
-    assert Handler.hits['/b/bad.bin'] == 2
+        utils.download(server.url + '/b/bad.bin', str(tmp_path / 'f.bin'), SHA1, retries=0)
+    assert server.hits.count('/b/bad.bin') == 2
     message = str(err.value)
     assert 'sha1 mismatch' in message and str(tmp_path / 'f.bin') in message
     assert os.listdir(tmp_path) == []  # nothing half-written, no wrong file under the name
@@ -86,12 +55,12 @@ def test_wrong_sha1_fetched_twice_then_clear_error(server, tmp_path):
 
 def test_truncated_response_is_not_kept(server, tmp_path):
     with pytest.raises(DownloadError):
-        utils.download(server + '/truncated.bin', str(tmp_path / 'f.bin'), SHA1, retries=0)
+        utils.download(server.url + '/truncated.bin', str(tmp_path / 'f.bin'), SHA1, retries=0)
     assert os.listdir(tmp_path) == []
 
 
 def test_refused_server_then_working_mirror(server, refused_url, tmp_path):
-    path = utils.download([refused_url, server + '/good.bin'], str(tmp_path / 'f.bin'), SHA1,
+    path = utils.download([refused_url, server.url + '/good.bin'], str(tmp_path / 'f.bin'), SHA1,
                           retries=0)
     assert open_bytes(path) == GOOD
     assert leftovers(tmp_path) == []
@@ -108,7 +77,7 @@ def test_no_network_says_where_to_put_the_file(refused_url, tmp_path):
 def test_existing_corrupt_file_is_replaced(server, tmp_path):
     target = tmp_path / 'good.bin'
     target.write_bytes(b'old and wrong')
-    utils.download(server + '/good.bin', str(target), SHA1, retries=0)
+    utils.download(server.url + '/good.bin', str(target), SHA1, retries=0)
     assert target.read_bytes() == GOOD
 
 

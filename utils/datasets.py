@@ -1,15 +1,19 @@
 """The data sets of the fine-tuning chapters: hotdog online, real faces from scikit-image offline.
 
 Both give `ImageFolderDataset`-like datasets of (HWC float32 image with values 0-255, label)
-pairs and a `synsets` list of class names, so the chapters' transforms work on either.
+pairs and a `synsets` list of class names, so the same transforms work on either.
+`hotdog_or_faces` is what the chapters call; `HOTDOG_SETTINGS` are its command-line options.
 """
 import os
 
 import numpy as np
 from mxnet import gluon, image, nd
 
+from .cli import opt
 from .download import DownloadError, download, extract
 from .errors import UserError
+from .split import split_per_class
+from .transforms import augmentations, transform
 
 # d2l's mirror first, the source text's original URL second.
 HOTDOG_URLS = ('http://d2l-data.s3-accelerate.amazonaws.com/hotdog.zip',
@@ -110,15 +114,82 @@ def load_faces(size, seed=0, train_fraction=0.8):
     from skimage import data as skdata  # imported here: only the offline path needs it
     photos = skdata.lfw_subset()  # (200, 25, 25) in [0, 1]: 100 faces, then 100 non-faces
     labels = np.repeat([0, 1], 100)
-    rng = np.random.RandomState(seed)
-    train_idx, test_idx = [], []
-    for cls in (0, 1):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        cut = int(round(train_fraction * len(idx)))
-        train_idx.extend(idx[:cut])
-        test_idx.extend(idx[cut:])
+    train_idx, test_idx = split_per_class(labels, train_fraction, seed)
     grey = nd.array(photos[..., None] * 255).astype('float32')
     resized = np.stack([image.imresize(g, size, size, interp=1).asnumpy() for g in grey])
     rgb = np.repeat(resized, 3, axis=-1).astype('float32')
     return ((rgb[train_idx], labels[train_idx]), (rgb[test_idx], labels[test_idx]),
             ['face', 'not-face'])
+
+
+# The command-line options of every chapter that reads hotdog (utils.cli.settings).
+HOTDOG_SETTINGS = dict(
+    dataset=opt('auto', 'auto: hotdog when it can be had, else faces (offline)',
+                choices=['auto', 'hotdog', 'faces']),
+    data_dir=opt(os.environ.get('GLUON_TRANSFER_DATA'),
+                 'where hotdog.zip is downloaded and extracted (default: data/, or '
+                 '$GLUON_TRANSFER_DATA)'),
+    data_url=opt(None, 'mirror of hotdog.zip, tried before the default URLs (also $HOTDOG_URL)',
+                 action='append'),
+    data_sha1=opt(os.environ.get('HOTDOG_SHA1', HOTDOG_SHA1),
+                  "sha1 of the mirror's hotdog.zip (also $HOTDOG_SHA1)"),
+)
+FACE_PHOTOS = ('astronaut.png', 'coffee.png')  # a face, and no face: for classify_hotdog
+
+
+def hotdog_urls(mirrors=None):
+    """Where hotdog.zip is tried: the given mirrors, $HOTDOG_URL, then the default URLs."""
+    extra = [os.environ['HOTDOG_URL']] if 'HOTDOG_URL' in os.environ else []
+    return list(mirrors or []) + extra + list(HOTDOG_URLS)
+
+
+def hotdog_or_faces(args, size, resize_hotdog=True):
+    """(train_imgs, test_imgs, data set name, example files) at `size`-pixel crops, with the
+    text's train_augs and test_augs, from HOTDOG_SETTINGS and `args.seed`.
+
+    --dataset auto: hotdog when it can be downloaded (or is in data/), else faces offline.
+    """
+    if args.dataset in ('auto', 'hotdog'):
+        kwargs = {'urls': hotdog_urls(args.data_url), 'sha1': args.data_sha1}
+        if args.data_dir:
+            kwargs['data_dir'] = args.data_dir
+        folder, why = hotdog_available(**kwargs)
+        if folder:
+            return _hotdog_data(folder, size, resize_hotdog)
+        if args.dataset == 'hotdog':
+            raise UserError(why)
+        print('hotdog data unavailable (no data/hotdog.zip, no network): running offline on '
+              "scikit-image's face / not-face photos with MobileNetV2 ImageNet weights")
+    return _face_data(size, args.seed)
+
+
+def _hotdog_data(folder, size, resize=True):
+    train_augs, test_augs = augmentations(size, resize)
+    train_imgs = image_folder(os.path.join(folder, 'train'),
+                              transform=lambda X, y: transform(X, y, train_augs))
+    test_imgs = image_folder(os.path.join(folder, 'test'),
+                             transform=lambda X, y: transform(X, y, test_augs))
+    examples = [test_imgs.items[i][0] for i in (0, len(test_imgs) // 2, len(test_imgs) - 1)]
+    return train_imgs, test_imgs, 'hotdog', examples
+
+
+def _face_data(size, seed):
+    # The 25-pixel photos are resized once, to what the resize step would give, then cropped.
+    train_augs, test_augs = augmentations(size, resize=False)
+    (train_x, train_y), (test_x, test_y), synsets = load_faces(size * 256 // 224, seed=seed)
+    train_imgs = ArrayImageDataset(train_x, train_y, synsets,
+                                   transform=lambda X, y: transform(X, y, train_augs))
+    test_imgs = ArrayImageDataset(test_x, test_y, synsets,
+                                  transform=lambda X, y: transform(X, y, test_augs))
+    from skimage import data as skdata
+    examples = [os.path.join(skdata.data_dir, name) for name in FACE_PHOTOS]
+    return train_imgs, test_imgs, 'faces', examples
+
+
+def with_transform(dataset, fn):
+    """The same images through another transform (e.g. the training images without
+    augmentation, for a feature cache)."""
+    import copy
+    view = copy.copy(dataset)
+    view._transform = fn
+    return view

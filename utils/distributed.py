@@ -9,6 +9,7 @@ import mxnet as mx
 from mxnet import gluon
 
 from .errors import UserError
+from .split import IndexSampler
 
 KVSTORE_CHOICES = ('device', 'local', 'dist_sync', 'dist_device_sync', 'dist_async')
 
@@ -34,17 +35,6 @@ def worker_rank(kv):
     return 0, 1
 
 
-class _IndexSampler(gluon.data.sampler.Sampler):
-    def __init__(self, indices):
-        self._indices = list(indices)
-
-    def __iter__(self):
-        return iter(self._indices)
-
-    def __len__(self):
-        return len(self._indices)
-
-
 def shard_dataset(dataset, kv=None, *, rank=None, num_workers=None):
     """This worker's share of `dataset`: samples rank, rank + W, rank + 2W, ... (W workers).
 
@@ -65,7 +55,7 @@ def shard_dataset(dataset, kv=None, *, rank=None, num_workers=None):
     if per_worker == 0:
         raise UserError('%d samples cannot be shared among %d workers'
                         % (len(dataset), num_workers))
-    return dataset.sample(_IndexSampler(range(rank, per_worker * num_workers, num_workers)))
+    return dataset.sample(IndexSampler(range(rank, per_worker * num_workers, num_workers)))
 
 
 def make_trainer(params, optimizer, optimizer_params, kvstore='device'):

@@ -13,7 +13,7 @@ import zipfile
 
 from mxnet import gluon
 
-from .errors import UserError
+from .errors import UserError, one_line
 from .files import scratch_path
 
 
@@ -42,7 +42,7 @@ def download(urls, path, sha1, retries=2):
                     with contextlib.redirect_stdout(io.StringIO()):
                         gluon.utils.download(url, path=tmp, overwrite=True, retries=retries)
                 except Exception as err:  # requests and gluon raise many kinds
-                    failures.append('%s: %s' % (url, _short(err)))
+                    failures.append('%s: %s' % (url, one_line(err)))
                     break
                 if gluon.utils.check_sha1(tmp, sha1):
                     os.replace(tmp, path)
@@ -52,11 +52,6 @@ def download(urls, path, sha1, retries=2):
         'could not download %s (%s); download it by hand from %s and place it at %s '
         '(sha1 %s)' % (os.path.basename(path), '; '.join(failures), ' or '.join(urls),
                        os.path.abspath(path), sha1))
-
-
-def _short(err):
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return text[:160]
 
 
 def extract(archive, dest):

@@ -20,3 +20,13 @@ def main_guard(main):
             print('interrupted', file=sys.stderr)
             sys.exit(130)
     return guarded
+
+
+def one_line(err, limit=160):
+    """An exception as one short line: MXNet puts its reason on the last line, others on the
+    first."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    text = lines[-1] if type(err).__name__ == 'MXNetError' else lines[0]
+    return text.replace('MXNetError: ', '')[:limit]
