@@ -16,8 +16,7 @@
 #     python -m chapters.custom_classes --predict PHOTO_OR_FOLDER ...
 #     python -m chapters.custom_classes --webcam                     # live, with OpenCV
 #
-# `--quick` (90 demo pictures) takes about a minute on 2 cores (not measured on an idle
-# machine).
+# `--quick` time on 2 cores: not measured yet on an idle machine.
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads

@@ -13,8 +13,7 @@
 # record file with 0, 1 and 2 worker processes.
 #
 # Run it: `python -m chapters.data_pipeline [--quick] [--workers 0 1 2]`, or its notebook.
-# `--quick` (400 generated pictures) takes well under a minute on 2 cores (not measured on an
-# idle machine).
+# `--quick` time on 2 cores: not measured yet on an idle machine.
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads

@@ -19,8 +19,7 @@
 # scikit-image's real face / not-face photos stand in for cats and dogs.
 #
 # Run it: `python -m chapters.feature_extraction [--quick]`, or its notebook.
-# `--quick` on the offline faces takes a few minutes on 2 cores (not measured on an idle
-# machine).
+# `--quick` time on 2 cores: not measured yet on an idle machine.
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads

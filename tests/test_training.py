@@ -155,3 +155,26 @@ def test_evaluate_accuracy_over_contexts():
     net.bias.set_data(nd.zeros(2))
     data = gluon.data.DataLoader(gluon.data.ArrayDataset(x, y), 3)
     assert utils.evaluate_accuracy(data, net, [mx.cpu(0), mx.cpu(1)]) == pytest.approx(1 / 3)
+
+
+def fit_arrays(ctx, n, batch_size=16):
+    x, y = blobs(n)
+    net = mlp(ctx)
+    trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.5, 'momentum': 0.9})
+    history = utils.train_arrays(net, gluon.loss.SoftmaxCrossEntropyLoss(), trainer, (x, y),
+                                 (x, y), batch_size, 2, ctx, print_fn=lambda *a: None)
+    return net, history
+
+
+@pytest.mark.parametrize('n', [50, 49])  # last batch of 2 samples; of 1 sample (< 2 devices)
+def test_train_arrays_two_contexts_match_one(n):
+    one, h1 = fit_arrays([mx.cpu(0)], n)
+    two, h2 = fit_arrays([mx.cpu(0), mx.cpu(1)], n)
+    p1, p2 = params_of(one), params_of(two)
+    for name in p1:
+        np.testing.assert_allclose(p1[name], p2[name], atol=1e-5, err_msg=name)
+    for p in two.collect_params().values():
+        np.testing.assert_allclose(p.data(mx.cpu(0)).asnumpy(), p.data(mx.cpu(1)).asnumpy())
+    np.testing.assert_allclose(h1['loss'], h2['loss'], rtol=1e-5)
+    np.testing.assert_allclose(h1['val_loss'], h2['val_loss'], rtol=1e-5)
+    assert h1['loss'][1] < h1['loss'][0]
