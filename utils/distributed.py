@@ -1,7 +1,7 @@
 """Several machines: MXNet's parameter-server kvstore, and each worker's share of the data.
 
 A worker started by `python -m utils.launch` (or by hand with the DMLC_* variables, see
-README.md, "Several machines") creates a `dist_sync` kvstore, hands it to its gluon.Trainer and
+docs/several-machines.md) creates a `dist_sync` kvstore, hands it to its gluon.Trainer and
 trains on its own shard of the training data. The servers add up the workers' gradients at
 every step, so all workers keep identical parameters.
 """

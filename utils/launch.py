@@ -12,7 +12,7 @@ launcher exits with that process's status; Ctrl-C stops them all too (status 130
 
 A command starting with `python` or `python3` runs with this Python (sys.executable), so
 `.venv/bin/python -m utils.launch -- python -m ...` uses the project's environment.
-For several real machines, see README.md, "Several machines".
+For several real machines, see docs/several-machines.md.
 (`python -m mxnet.tools.launch` does this too but is broken on Python >= 3.9.)
 """
 import argparse
