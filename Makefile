@@ -31,3 +31,15 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Chapters as Jupyter notebooks (generated, not tracked), and the style check CI runs.
+.PHONY: notebooks lint
+
+notebooks: $(STAMP)
+	@mkdir -p notebooks
+	for chapter in chapters/[a-z]*.py; do \
+	  $(PY) -m jupytext --quiet --to ipynb --output notebooks/$$(basename $$chapter .py).ipynb $$chapter || exit 1; \
+	done
+
+lint: $(STAMP)
+	$(PY) -m flake8

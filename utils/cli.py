@@ -9,7 +9,8 @@ A chapter is a script read top to bottom, cells marked `# %%`. Near its top, a s
 - `python -m chapters.fine_tuning --epochs 3` fills the settings from the command line
   (`--help` lists them); `--quick` picks each setting's `quick` value unless it is given.
 - In a notebook (`make notebooks`) there is no command line: the settings take their `--quick`
-  values, and the reader edits the cell to try others.
+  values (or the arguments in $GLUON_TRANSFER_NOTEBOOK_ARGS, default `--quick`), and the
+  reader edits the cell to try others.
 - `run_chapter('chapters.fine_tuning', argv)` runs a chapter with the given arguments and
   returns its namespace (what tests use).
 
@@ -21,6 +22,7 @@ import argparse
 import os
 import platform
 import runpy
+import shlex
 import sys
 import time
 
@@ -100,7 +102,7 @@ def settings(chapter, title, **options):
     if _running:
         argv = _running[-1]
     elif '__file__' not in caller:  # a notebook or an interactive session
-        argv = ['--quick']
+        argv = shlex.split(os.environ.get('GLUON_TRANSFER_NOTEBOOK_ARGS', '--quick'))
     else:
         raise RuntimeError('%s is a chapter: run it with `python -m %s` or '
                            'utils.cli.run_chapter, not import it'

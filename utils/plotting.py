@@ -1,11 +1,26 @@
-"""Figures as PNG files (matplotlib's Agg backend: no screen needed)."""
+"""Figures as PNG files (matplotlib's Agg backend: no screen needed), shown in a notebook."""
 import os
+import sys
 
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .files import atomic_path  # noqa: E402
+
+try:
+    # In a notebook kernel with IPython >= 9, matplotlib 3.7's hook for IPython imports
+    # `backend2gui`, which IPython removed; the hook is marked installed before that import,
+    # so letting it fail once here keeps every later figure working.
+    plt.install_repl_displayhook()
+except ImportError:
+    pass
+
+
+def _in_notebook():
+    ipython = sys.modules.get('IPython')
+    shell = ipython.get_ipython() if ipython else None
+    return shell is not None and 'IPKernelApp' in shell.config
 
 
 def _as_numpy(img):
@@ -17,6 +32,9 @@ def save_figure(fig, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
     plt.close(fig)
+    if _in_notebook():
+        from IPython.display import Image, display
+        display(Image(filename=path))
     return path
 
 
