@@ -14,7 +14,8 @@
 #     python -m chapters.pretrained_predict                      # offline, bundled photos
 #     python -m chapters.pretrained_predict --model resnet18_v2 my_photo.jpg
 #
-# It takes a few seconds on 2 cores (there is no separate `--quick` setting).
+# It took 5 s on 2 cores shared with other jobs (load 9, OMP_NUM_THREADS=1); there is no
+# separate `--quick` setting.
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads

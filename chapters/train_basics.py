@@ -10,7 +10,8 @@
 #     python -m chapters.train_basics --devices cpu:2
 #     python -m utils.launch -n 2 -- python -m chapters.train_basics --kvstore dist_sync
 #
-# It takes a few seconds on 2 cores (there is no separate `--quick` setting).
+# It took 4 s on 2 cores shared with other jobs (load 9, OMP_NUM_THREADS=1); there is no
+# separate `--quick` setting.
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
