@@ -182,8 +182,8 @@ def evaluate(net, data, ctx):
     for X, y in data:
         out = net(X.as_in_context(ctx[0]))
         y = y.as_in_context(ctx[0])
-        total += loss_fn(out, y).sum().asscalar()
-        correct += (out.argmax(axis=1) == y.astype('float32')).sum().asscalar()
+        total += float(loss_fn(out, y).sum().asscalar())
+        correct += float((out.argmax(axis=1) == y.astype('float32')).sum().asscalar())
         count += X.shape[0]
     return total / count, correct / count
 
