@@ -116,6 +116,30 @@ def test_replacement_packers_write_mxnets_bytes(label):
         assert numpy_compat._recordio_pack_img(header, rgb, quality, fmt) == original
 
 
+def test_parameters_holding_numpy_scalars_are_written_as_numpy_1_did():
+    text = numpy_compat._numpy1_text
+    assert text([0, np.int64(2)]) == '[0, 2]' and text((np.int32(3),)) == '(3,)'
+    assert text([(1, np.int64(2)), 'a']) == "[(1, 2), 'a']"
+    assert text([np.float32(0.5), 1.5]) == '[0.5, 1.5]'
+    assert text([1, 2]) is None and text(np.int64(2)) is None and text('ab') is None
+
+
+def test_operators_take_shapes_and_indices_made_of_numpy_integers():
+    # MXNet hands operator parameters to its library as str(): numpy 2 writes np.int64(2)
+    parts = mx.np.split(mx.np.arange(6), [np.int64(2), np.int64(5)])
+    assert [p.shape for p in parts] == [(2,), (3,), (1,)]
+    assert nd.zeros((np.int64(2), np.int32(3))).shape == (2, 3)
+    assert nd.arange(6).reshape((np.int64(3), -1)).shape == (3, 2)
+
+    class Pairs(gluon.HybridBlock):
+        def hybrid_forward(self, F, x):
+            return F.reshape(x, shape=(np.int64(-1), np.int64(2)))
+
+    block = Pairs()
+    block.hybridize()  # the Symbol path
+    assert block(nd.arange(6)).shape == (3, 2)
+
+
 # %% What the chapters call from mx.nd, mx.np, gluon.data and mx.image
 
 def test_nd_round_trips_and_numpy_scalars():

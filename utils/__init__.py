@@ -3,12 +3,12 @@
 Before anything imports MXNet, OMP_NUM_THREADS is set (see utils.threads) and numpy gets back
 the names MXNet 1.9.1 reads that newer numpy releases removed (see utils.numpy_compat).
 """
-from .numpy_compat import patch_mxnet_recordio, restore_numpy_names
+from .numpy_compat import patch_mxnet, restore_numpy_names
 from .threads import default_omp_threads
 
 default_omp_threads()
 restore_numpy_names()
-patch_mxnet_recordio()  # imports MXNet: after the two lines above
+patch_mxnet()  # imports MXNet: after the two lines above
 
 from .devices import try_gpu, try_all_gpus, parse_devices  # noqa: E402
 from .download import download, extract  # noqa: E402

@@ -14,10 +14,17 @@ moved to the numpy-financial package, raise a RuntimeError when called, as numpy
 did. Removed functions are small wrappers, not aliases: MXNet registers every name of its
 array-function table as a dispatch key, and an alias would re-register the replacement's key.
 
-`patch_mxnet_recordio()` runs right after: `mxnet.recordio.pack` and `pack_img` call
-`ndarray.tostring()`, which numpy 2 removed (a method of numpy's array type, which cannot be
-given back). Where it is missing, both are replaced by functions writing the same record bytes
-with `tobytes()`.
+`patch_mxnet()` runs right after, and also only where numpy changed:
+- `mxnet.recordio.pack` and `pack_img` call `ndarray.tostring()`, which numpy 2 removed (a
+  method of numpy's array type, which cannot be given back): where it is missing, both are
+  replaced by functions writing the same record bytes with `tobytes()`.
+- MXNet passes operator parameters to its C library as `str(value)`. numpy 2 prints a scalar
+  inside a list or tuple as `np.int64(2)` (NEP 51), which the library cannot parse
+  (`mx.np.split` of gluon's `split_and_load` in np mode fails so). Where numpy prints so, the
+  two functions every generated operator calls (for NDArrays and for Symbols) get such
+  parameters written the way numpy 1 wrote them, `[0, 2]`. Other parameter values, and every
+  parameter on numpy 1, pass unchanged. (numpy's `set_printoptions(legacy='1.25')` would do it
+  too, but only in the thread that sets it.)
 """
 import math
 import numbers
@@ -144,10 +151,48 @@ def _recordio_pack_img(header, img, quality=95, img_fmt='.jpg'):
     return _recordio_pack(header, buf.tobytes())
 
 
-def patch_mxnet_recordio():
-    """Where numpy lacks ndarray.tostring, make mxnet.recordio's packers use tobytes; True if so."""
-    if hasattr(np.ndarray, 'tostring'):
-        return False
-    from mxnet import recordio
-    recordio.pack, recordio.pack_img = _recordio_pack, _recordio_pack_img
-    return True
+def _numpy1_text(value):
+    """str(value) as numpy 1 wrote it if value is a list/tuple holding numpy scalars, else None."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    parts, changed = [], False
+    for item in value:
+        text = _numpy1_text(item)
+        if text is None and isinstance(item, np.generic):
+            text = str(item)  # numpy 2's str() of a scalar is numpy 1's repr()
+        changed = changed or text is not None
+        parts.append(repr(item) if text is None else text)
+    if not changed:
+        return None
+    if isinstance(value, list):
+        return '[%s]' % ', '.join(parts)
+    return '(%s)' % (parts[0] + ',' if len(parts) == 1 else ', '.join(parts))
+
+
+def _with_numpy1_values(call, position):
+    def call_with_numpy1_values(*args, **kwargs):
+        vals = args[position]
+        texts = [_numpy1_text(v) for v in vals]
+        if any(text is not None for text in texts):
+            vals = [v if text is None else text for v, text in zip(vals, texts)]
+            args = args[:position] + (vals,) + args[position + 1:]
+        return call(*args, **kwargs)
+    return call_with_numpy1_values
+
+
+def patch_mxnet():
+    """Adapt MXNet where numpy changed (see the module's doc); return what was patched."""
+    patched = []
+    if not hasattr(np.ndarray, 'tostring'):
+        from mxnet import recordio
+        recordio.pack, recordio.pack_img = _recordio_pack, _recordio_pack_img
+        patched.append('recordio')
+    if repr([np.int64(2)]) != '[2]':
+        from mxnet.ndarray import register as nd_register
+        from mxnet.symbol import register as sym_register
+        # the `vals` argument: _imperative_invoke(handle, ndargs, keys, vals, ...),
+        # _symbol_creator(handle, args, kwargs, keys, vals, ...)
+        nd_register._imperative_invoke = _with_numpy1_values(nd_register._imperative_invoke, 3)
+        sym_register._symbol_creator = _with_numpy1_values(sym_register._symbol_creator, 4)
+        patched.append('operator parameters')
+    return tuple(patched)
