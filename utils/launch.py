@@ -3,7 +3,7 @@
     python -m utils.launch -n 2 [-s 1] -- python -m chapters.train_basics --kvstore dist_sync
 
 Every process gets MXNet's DMLC_* variables on the loopback interface (a free port is picked);
-the scheduler and the servers are `python -c "import mxnet"` with DMLC_ROLE=scheduler|server
+the scheduler and the servers are `python -c "import utils"` with DMLC_ROLE=scheduler|server
 (importing mxnet in such a role runs it until the workers are done); the workers run the
 command after `--` with DMLC_ROLE=worker. Output is forwarded line by line with a prefix
 (`[worker 0]`: the launch order; the kvstore assigns `kv.rank` itself). When a process fails,
@@ -151,7 +151,7 @@ def launch(args, out=None):
     port = args.port or free_port(args.host)
     common = dict(host=args.host, port=port, num_workers=args.num_workers,
                   num_servers=args.num_servers, interface=args.interface)
-    role_cmd = [sys.executable, '-c', 'import mxnet']
+    role_cmd = [sys.executable, '-c', 'import utils']  # utils prepares numpy, then imports mxnet
     children, workers = [], []
 
     def on_signal(signum, frame):

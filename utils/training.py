@@ -100,7 +100,7 @@ def evaluate_accuracy(data_iter, net, ctx):
         count += data.shape[0]
     if count == 0:
         raise UserError('evaluate_accuracy: the data iterator yielded no sample')
-    return sum(c.asscalar() for c in correct) / count
+    return sum(float(c.asscalar()) for c in correct) / count  # float: numpy 2 keeps float32
 
 
 def average_batchnorm_stats(net, ctx):
