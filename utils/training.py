@@ -171,6 +171,8 @@ def gather_checksums(kv, key, checksums):
 
 
 def _same(a, b):
+    """Two workers' checksums of one parameter agree up to REPLICA_RTOL of their scale (the sum
+    of magnitudes bounds the first two sums, the sum of squares is its own scale)."""
     scale = np.maximum(np.abs(a[[3, 3, 2, 3]]), np.abs(b[[3, 3, 2, 3]]))
     return bool(np.all(np.abs(a - b) <= REPLICA_RTOL * scale + 1e-30))
 
