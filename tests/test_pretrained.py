@@ -172,9 +172,9 @@ class LegacyPickler(pickle.Pickler):
         return None
 
 
-def test_reader_follows_offsets_strides_and_shared_storages(tmp_path, monkeypatch):
-    # torch.save(..., _use_new_zipfile_serialization=False) of torch 2.14.1 wrote the same
-    # layout for base.view(3, 4), its transpose, base[5::3] and a scalar: read the same way.
+@pytest.fixture
+def fake_torch(monkeypatch):
+    """Just enough of a `torch` module for pickle to write what torch.save writes."""
     torch = types.ModuleType('torch')
     torch._utils = types.ModuleType('torch._utils')
     for name in ('FloatStorage', 'LongStorage'):
@@ -188,31 +188,62 @@ def test_reader_follows_offsets_strides_and_shared_storages(tmp_path, monkeypatc
     torch._utils._rebuild_tensor_v2 = _rebuild_tensor_v2
     monkeypatch.setitem(sys.modules, 'torch', torch)
     monkeypatch.setitem(sys.modules, 'torch._utils', torch._utils)
-    base = StorageRef('140', np.arange(12, dtype=np.float32))
-    count = StorageRef('141', np.array([7], dtype=np.int64))
-    state = collections.OrderedDict([
-        ('a', TensorRef(base, 0, (3, 4), (4, 1))), ('b', TensorRef(base, 0, (4, 3), (1, 4))),
-        ('c', TensorRef(base, 5, (3,), (3,))), ('n', TensorRef(count, 0, (), ()))])
+    return torch
+
+
+def write_legacy_file(path, state, storages):
+    """`state` (names to TensorRef) and its storages in torch.save's legacy layout."""
     buf = io.BytesIO()
     for record in (torch_pickle.LEGACY_MAGIC, torch_pickle.LEGACY_PROTOCOL,
                    {'little_endian': True}):
         pickle.dump(record, buf, protocol=2)
     LegacyPickler(buf, protocol=2).dump(state)
-    pickle.dump(['140', '141'], buf, protocol=2)
-    for ref in (base, count):
+    pickle.dump([ref.key for ref in storages], buf, protocol=2)
+    for ref in storages:
         buf.write(np.int64(ref.array.size).tobytes() + ref.array.tobytes())
-    path = tmp_path / 'small.pth'
     path.write_bytes(buf.getvalue())
-    read = torch_pickle.read_state_dict(str(path), hashlib.sha256(buf.getvalue()).hexdigest())
+    return buf.getvalue()
+
+
+def test_reader_follows_offsets_strides_and_shared_storages(tmp_path, fake_torch):
+    # torch.save(..., _use_new_zipfile_serialization=False) of torch 2.14.1 wrote the same
+    # layout for base.view(3, 4), its transpose, base[5::3] and a scalar: read the same way.
+    base = StorageRef('140', np.arange(12, dtype=np.float32))
+    count = StorageRef('141', np.array([7], dtype=np.int64))
+    state = collections.OrderedDict([
+        ('a', TensorRef(base, 0, (3, 4), (4, 1))), ('b', TensorRef(base, 0, (4, 3), (1, 4))),
+        ('c', TensorRef(base, 5, (3,), (3,))), ('n', TensorRef(count, 0, (), ()))])
+    path = tmp_path / 'small.pth'
+    data = write_legacy_file(path, state, [base, count])
+    read = torch_pickle.read_state_dict(str(path), hashlib.sha256(data).hexdigest())
     grid = np.arange(12, dtype=np.float32).reshape(3, 4)
     assert list(read) == ['a', 'b', 'c', 'n']
     np.testing.assert_array_equal(read['a'], grid)
     np.testing.assert_array_equal(read['b'], grid.T)
     np.testing.assert_array_equal(read['c'], [5, 8, 11])
     assert read['n'].dtype == np.int64 and read['n'].shape == () and read['n'] == 7
-    path.write_bytes(buf.getvalue()[:-4])  # the last storage cut short
+    path.write_bytes(data[:-4])  # the last storage cut short
     with pytest.raises(utils.UserError, match='truncated'):
         torch_pickle.read_state_dict(str(path), torch_pickle.sha256_of(str(path)))
+
+
+@pytest.mark.parametrize('offset, size, stride', [
+    (-60, (4,), (1,)),      # starts 60 values before the storage
+    (3, (16,), (-1,)),      # walks backwards out of it
+    (0, (4, 4), (4, 1)),    # 16 values of a 4-value storage
+    (0, (2,), (1.5,)),      # a stride that is no element count
+    (0, (-2,), (1,)),       # a negative size
+    (0, (2, 2), (1,)),      # sizes and strides of different lengths
+    (0, 4, 1),              # no tuples at all
+])
+def test_reader_refuses_tensors_outside_their_storage(tmp_path, fake_torch, offset, size,
+                                                      stride):
+    storage = StorageRef('7', np.arange(4, dtype=np.float32))
+    path = tmp_path / 'crafted.pth'
+    data = write_legacy_file(path, {'w': TensorRef(storage, offset, size, stride)}, [storage])
+    with pytest.raises(utils.UserError, match='crafted.pth: tensor w') as err:
+        torch_pickle.read_state_dict(str(path), hashlib.sha256(data).hexdigest())
+    assert len(str(err.value).splitlines()) == 1
 
 
 def test_reader_refuses_wrong_sha256(tmp_path):

@@ -66,7 +66,10 @@ def make_trainer(params, optimizer, optimizer_params, kvstore='device'):
     batch (the last of an epoch) has another size. With update_on_kvstore=False the servers
     only add up gradients and each worker divides by its own batch size: every worker has the
     same number of samples per batch (shard_dataset), so all keep identical parameters.
+    `kvstore` is a name ('device', 'dist_sync', ...) or a KVStore from create_kvstore.
     """
+    if isinstance(kvstore, str) and kvstore.startswith('dist'):
+        kvstore = create_kvstore(kvstore)
     kwargs = {}
     if isinstance(kvstore, mx.kv.KVStore) and kvstore.type.startswith('dist') \
             and 'async' not in kvstore.type:

@@ -49,20 +49,45 @@ class LazyTensor:
     """A tensor whose storage is not read yet: (storage, offset, size, stride)."""
 
     def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), stride
+        self.storage, self.offset, self.stride = storage, offset, stride
+        self.size = tuple(size) if isinstance(size, (tuple, list)) else size  # checked later
 
     def to_numpy(self):
         flat = self.storage.array
         itemsize = flat.dtype.itemsize
-        end = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)) + 1
         if any(n == 0 for n in self.size):
             return np.zeros(self.size, flat.dtype)
+        # The largest index the view touches: all offsets and strides are non-negative.
+        end = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)) + 1
         if end > len(flat):
-            raise ValueError('tensor reaches past its storage')
+            raise ValueError('it reaches element %d of a storage of %d' % (end - 1, len(flat)))
         view = np.lib.stride_tricks.as_strided(
             flat[self.offset:], shape=self.size,
             strides=tuple(s * itemsize for s in self.stride))
         return np.array(view)  # a copy: the storage buffer can go
+
+
+def _non_negative_ints(values):
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+
+
+def _check_layout(path, name, tensor):
+    """Refuse a tensor that is not a view inside its storage.
+
+    as_strided trusts its arguments: a negative offset or stride, or a size past the end,
+    would read memory outside the storage.
+    """
+    if not (isinstance(tensor.size, tuple) and isinstance(tensor.stride, (tuple, list))
+            and len(tensor.size) == len(tensor.stride)
+            and _non_negative_ints((tensor.offset,) + tensor.size + tuple(tensor.stride))):
+        raise UserError('%s: tensor %s has offset %r, size %r and stride %r: they must be '
+                        'non-negative integers, one stride per dimension; the file is damaged '
+                        'or crafted' % (path, name, tensor.offset, tensor.size, tensor.stride))
+    try:
+        return tensor.to_numpy()
+    except ValueError as err:
+        raise UserError('%s: tensor %s lies outside its storage (%s); the file is damaged or '
+                        'crafted' % (path, name, err)) from None
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
@@ -159,5 +184,5 @@ def read_state_dict(path, sha256):
     for name, value in state.items():
         if not isinstance(value, LazyTensor):
             raise UserError('%s: entry %r is not a tensor' % (path, name))
-        arrays[name] = value.to_numpy()
+        arrays[name] = _check_layout(path, name, value)
     return arrays

@@ -28,6 +28,17 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
+class ReplicasDisagree(UserError):
+    """The workers of a 'dist_sync' run no longer hold the same parameters."""
+
+
+# The kvstore key of the per-epoch replica check: far above the Trainer's keys (0, 1, ...,
+# one per parameter), so it never meets a parameter on the servers.
+REPLICA_CHECK_KEY = 1 << 24
+# Replicas on one machine are bit-identical; other CPUs may round an update differently.
+REPLICA_RTOL = 1e-5
+
+
 def _as_list(ctx):
     return list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
 
@@ -81,6 +92,123 @@ def sync_workers(trainer):
     else:
         return 1
     return workers if kind.startswith('dist') and 'async' not in kind else 1
+
+
+def _is_dist_sync(trainer):
+    kv = getattr(trainer, '_kvstore_params', {}).get('kvstore')
+    kind = kv.type if isinstance(kv, mx.kv.KVStore) else kv
+    return isinstance(kind, str) and kind.startswith('dist') and 'async' not in kind
+
+
+def _trained_params(trainer):
+    return [p for p in trainer._params if p.grad_req != 'null']
+
+
+def init_distributed(trainer, net, first_inputs):
+    """Give every worker rank 0's parameters before the first batch is recorded.
+
+    gluon.Trainer does this lazily inside the first `step`, after the first batch's forward
+    and backward, and nothing orders a worker's initial pull (kv.broadcast) before its first
+    gradient pushpull on the same key. The ps-lite of MXNet 1.9.1 queues a server's requests
+    by priority, both have priority 0, and equal priorities are served in any order: under
+    load a server can merge the gradients first and answer the initial pull with their sum,
+    which then replaces that worker's weights (benchmarks/dist_init_order.py shows it).
+    Hence: finish deferred shapes, broadcast, wait until this worker holds the pulled values,
+    then a barrier, so no gradient is pushed before every worker has its weights.
+    """
+    params = trainer._params
+    if any(p._deferred_init for p in params):
+        net(first_inputs[0])  # shapes only: predict mode, nothing recorded
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._update_on_kvstore:
+        raise UserError('utils.train checks after every epoch that the workers agree, which '
+                        'needs update_on_kvstore=False: build the Trainer with '
+                        'utils.distributed.make_trainer')
+    if trainer._params_to_init:
+        trainer._init_params()
+    for param in params:
+        for data in param.list_data():
+            data.wait_to_read()
+    _replica_check_key(trainer)
+    trainer._kvstore._barrier()
+
+
+def _replica_check_key(trainer):
+    """The key of the replica check for this Trainer's parameters, initialised on first use
+    (a key is initialised once per kvstore: a second init would count as a push)."""
+    kv = trainer._kvstore
+    shape = (kv.num_workers, len(_trained_params(trainer)), len(CHECKSUMS))
+    keys = kv.__dict__.setdefault('_replica_check_keys', {})
+    if shape not in keys:
+        keys[shape] = REPLICA_CHECK_KEY + len(keys)
+        kv.init(keys[shape], nd.zeros(shape))
+    return keys[shape]
+
+
+CHECKSUMS = ('sum', 'sum at even positions', 'sum of squares', 'sum of magnitudes')
+
+
+def parameter_checksums(params):
+    """Four sums per parameter (its first copy), accumulated in float64: a change anywhere
+    moves some of them, and a swap of neighbours moves the second."""
+    rows = []
+    for param in params:
+        x = param.list_data()[0].asnumpy().ravel()
+        rows.append([part.sum(dtype=np.float64) for part in (x, x[::2], np.square(x), np.abs(x))])
+    return np.array(rows).reshape(len(params), len(CHECKSUMS))
+
+
+def gather_checksums(kv, key, checksums):
+    """Every worker's checksums, (workers, parameters, 4): each worker fills its own row of a
+    zero array and the servers add the rows up (adding zeros is exact). float32: float64
+    arrays came back rounded to float32 through MXNet 1.9.1's dist kvstore."""
+    slots = np.zeros((kv.num_workers,) + checksums.shape, dtype=np.float32)
+    slots[kv.rank] = checksums
+    gathered = nd.zeros(slots.shape)
+    kv.pushpull(key, nd.array(slots), out=gathered)
+    return gathered.asnumpy().astype(np.float64)
+
+
+def _same(a, b):
+    """Two workers' checksums of one parameter agree up to REPLICA_RTOL of their scale (the sum
+    of magnitudes bounds the first two sums, the sum of squares is its own scale)."""
+    scale = np.maximum(np.abs(a[[3, 3, 2, 3]]), np.abs(b[[3, 3, 2, 3]]))
+    return bool(np.all(np.abs(a - b) <= REPLICA_RTOL * scale + 1e-30))
+
+
+def replica_groups(table, index):
+    """Workers grouped by the checksums of parameter `index`: one group when all agree."""
+    groups = []
+    for worker in range(table.shape[0]):
+        for group in groups:
+            if _same(table[group[0], index], table[worker, index]):
+                group.append(worker)
+                break
+        else:
+            groups.append([worker])
+    return groups
+
+
+def _describe(groups):
+    names = ['(%s)' % ', '.join(str(w) for w in g) for g in groups]
+    return ', '.join(names[:-1]) + ' and ' + names[-1]
+
+
+def check_replicas(trainer, epoch):
+    """Stop with one line when the workers of a 'dist_sync' run hold different parameters."""
+    params = _trained_params(trainer)
+    table = gather_checksums(trainer._kvstore, _replica_check_key(trainer),
+                             parameter_checksums(params))
+    differing = [(p.name, groups) for i, p in enumerate(params)
+                 for groups in [replica_groups(table, i)] if len(groups) > 1]
+    if differing:
+        name, groups = differing[0]
+        more = (' (and %d more parameters)' % (len(differing) - 1)
+                if len(differing) > 1 else '')
+        raise ReplicasDisagree(
+            'the workers disagree after epoch %d: parameter %s differs between workers %s%s; '
+            'the run cannot be trusted, start it again' % (epoch, name, _describe(groups), more))
 
 
 def _correct(output, label):
@@ -173,11 +301,15 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
     Several machines: with a 'dist_sync' kvstore, each worker passes its own shard of the
     data (utils.distributed.shard_dataset) and the gradients of all workers are summed and
     divided by the global batch size, so W workers with batch B train like one process with
-    batch W x B. Loss and accuracy in the history are this worker's.
+    batch W x B. Loss and accuracy in the history are this worker's. The parameters are
+    broadcast from rank 0 before the first batch, and after every epoch the workers compare
+    checksums of their trained parameters: ReplicasDisagree (one line) when they differ.
     """
     ctx = _as_list(ctx)
     params = net.collect_params()
     workers = sync_workers(trainer)
+    dist_sync = _is_dist_sync(trainer)
+    dist_ready = False
     history = {key: [] for key in HISTORY_KEYS}
     start_epoch = 0
     if resume and checkpoint and os.path.exists(checkpoint):
@@ -196,6 +328,9 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
         for batch in bar:
             data, label = _unpack(batch)
             xs, ys = split_batch(data, label, ctx)
+            if dist_sync and not dist_ready:
+                init_distributed(trainer, net, xs)
+                dist_ready = True
             with autograd.record():
                 outputs = [net(x) for x in xs]
                 losses = [loss(out, y) for out, y in zip(outputs, ys)]
@@ -228,6 +363,8 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
                 'the loss became %s at epoch %d, batch %d: lower the learning rate or check '
                 'the input data' % (losses_read[bad[0]], epoch, bad[0]))
         train_seconds = time.time() - start
+        if dist_sync:
+            check_replicas(trainer, epoch)
         if sync_batchnorm:
             average_batchnorm_stats(net, ctx)
         test_acc = (evaluate_accuracy(test_data, net, ctx) if test_data is not None
