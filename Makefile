@@ -31,3 +31,9 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# dist/student (blanks, statements, public tests) and dist/autograder (public and hidden
+# tests); fails unless the reference solutions score full marks. See docs/teachers.md.
+.PHONY: assignments
+assignments: $(STAMP)
+	$(PY) -m assignments.build --out dist --check

@@ -138,7 +138,7 @@ def run_test(test, submission_dir, timeout=None, project_root=None):
                    MPLCONFIGDIR=os.path.join(work, '.tmp'), MXNET_HOME=_mxnet_home(),
                    PYTHONDONTWRITEBYTECODE='1', GRADE_OUTPUT_LIMIT=str(OUTPUT_LIMIT),
                    GRADE_FILE_LIMIT=str(FILE_LIMIT),
-                   PYTHONPATH=os.pathsep.join(p for p in (project_root, os.path.dirname(HERE))
+                   PYTHONPATH=os.pathsep.join(p for p in (os.path.dirname(HERE), project_root)
                                               if p))
         result_file = os.path.join(scratch, 'result.json')
         output_file = os.path.join(scratch, 'output.txt')
