@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -115,7 +116,96 @@ def _mxnet_home():
     return os.environ.get('MXNET_HOME', os.path.join(os.path.expanduser('~'), '.mxnet'))
 
 
-def run_test(test, submission_dir, timeout=None, project_root=None):
+class ForkServer:
+    """`python -m assignments.runner --serve`: MXNet imported once, one fork per test."""
+
+    def __init__(self, project_root=None):
+        env = dict(os.environ, MXNET_HOME=_mxnet_home(), PYTHONDONTWRITEBYTECODE='1',
+                   GRADE_OUTPUT_LIMIT=str(OUTPUT_LIMIT), GRADE_FILE_LIMIT=str(FILE_LIMIT),
+                   PYTHONPATH=os.pathsep.join(p for p in (os.path.dirname(HERE), project_root)
+                                              if p))
+        self._process = subprocess.Popen(
+            [sys.executable, '-m', 'assignments.runner', '--serve'], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, env=env, cwd=tempfile.gettempdir(), text=True)
+        self._lock = threading.Lock()
+
+    def start(self, request):
+        with self._lock:
+            if self._process.poll() is not None:
+                raise GradeError('the test server stopped (exit status %s): run again with '
+                                 '--no-fork to see why' % self._process.returncode)
+            self._process.stdin.write(json.dumps(request) + '\n')
+            self._process.stdin.flush()
+
+    def close(self):
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            self._process.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _read_int(path):
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _kill_group(pid):
+    """Kill `pid`'s process group: the test and whatever the student's code started."""
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _run_forked(server, request, limit):
+    """(timed_out, exit status or None) of one test run by the fork server."""
+    scratch = request['scratch']
+    exit_file, pid_file = os.path.join(scratch, 'exit'), os.path.join(scratch, 'pid')
+    server.start(request)
+    deadline = time.time() + limit
+    while time.time() < deadline and not os.path.exists(exit_file):
+        time.sleep(0.02)
+    timed_out = not os.path.exists(exit_file)
+    if timed_out:
+        # the fork writes its pid as it starts: give a fork that has not yet started a moment
+        grace = time.time() + 10
+        while _read_int(pid_file) is None and not os.path.exists(exit_file) \
+                and time.time() < grace:
+            time.sleep(0.02)
+    _kill_group(_read_int(pid_file))
+    grace = time.time() + 10
+    while not os.path.exists(exit_file) and time.time() < grace:
+        time.sleep(0.02)
+    return timed_out, _read_int(exit_file)
+
+
+def _run_process(command, env, work, output_file, limit):
+    """(timed_out, exit status) of one test run as a new Python process."""
+    with open(output_file, 'wb') as output:
+        child = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=output, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        try:
+            child.wait(timeout=limit)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            _kill_group(child.pid)
+            child.wait()
+    return timed_out, child.returncode
+
+
+def run_test(test, submission_dir, timeout=None, project_root=None, server=None):
     """A result dict: status, score, reason, traceback, seconds."""
     start = time.time()
     result = {'assignment': test.assignment, 'test': test.name, 'hidden': test.hidden,
@@ -134,36 +224,31 @@ def run_test(test, submission_dir, timeout=None, project_root=None):
         shutil.copytree(os.path.dirname(source), work, symlinks=True,
                         ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
         os.makedirs(os.path.join(work, '.tmp'))
-        env = dict(os.environ, HOME=work, TMPDIR=os.path.join(work, '.tmp'),
-                   MPLCONFIGDIR=os.path.join(work, '.tmp'), MXNET_HOME=_mxnet_home(),
-                   PYTHONDONTWRITEBYTECODE='1', GRADE_OUTPUT_LIMIT=str(OUTPUT_LIMIT),
-                   GRADE_FILE_LIMIT=str(FILE_LIMIT),
-                   PYTHONPATH=os.pathsep.join(p for p in (os.path.dirname(HERE), project_root)
-                                              if p))
+        env = {'HOME': work, 'TMPDIR': os.path.join(work, '.tmp'),
+               'MPLCONFIGDIR': os.path.join(work, '.tmp')}
         result_file = os.path.join(scratch, 'result.json')
         output_file = os.path.join(scratch, 'output.txt')
-        command = [sys.executable, '-m', 'assignments.runner', os.path.abspath(test.tests_file),
-                   test.name, os.path.join(work, os.path.basename(source)), result_file]
-        with open(output_file, 'wb') as output:
-            child = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=output, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-            try:
-                child.wait(timeout=limit)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                try:  # the whole process group: also what the student's code started
-                    os.killpg(child.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                child.wait()
-        with open(output_file, 'rb') as f:
-            f.seek(max(0, os.path.getsize(output_file) - 4000))
-            result['output'] = f.read().decode('utf-8', 'replace')
+        submission_file = os.path.join(work, os.path.basename(source))
+        tests_file = os.path.abspath(test.tests_file)
+        if server is not None:
+            timed_out, status = _run_forked(server, {
+                'tests_file': tests_file, 'test': test.name, 'submission_file': submission_file,
+                'result_file': result_file, 'output_file': output_file, 'cwd': work,
+                'env': env, 'scratch': scratch}, limit)
+        else:
+            env = dict(os.environ, MXNET_HOME=_mxnet_home(), PYTHONDONTWRITEBYTECODE='1',
+                       GRADE_OUTPUT_LIMIT=str(OUTPUT_LIMIT), GRADE_FILE_LIMIT=str(FILE_LIMIT),
+                       PYTHONPATH=os.pathsep.join(
+                           p for p in (os.path.dirname(HERE), project_root) if p), **env)
+            command = [sys.executable, '-m', 'assignments.runner', tests_file, test.name,
+                       submission_file, result_file]
+            timed_out, status = _run_process(command, env, work, output_file, limit)
+        if os.path.exists(output_file):
+            with open(output_file, 'rb') as f:
+                f.seek(max(0, os.path.getsize(output_file) - 4000))
+                result['output'] = f.read().decode('utf-8', 'replace')
         outcome = None
-        if os.path.exists(result_file):
+        if os.path.exists(result_file) and not timed_out:
             with open(result_file) as f:
                 text = f.read()
             try:
@@ -175,26 +260,38 @@ def run_test(test, submission_dir, timeout=None, project_root=None):
                       traceback=outcome['traceback'])
     elif timed_out:
         result.update(status='timeout', reason='stopped after the time limit of %g s' % limit)
-    elif child.returncode == -signal.SIGXFSZ:
+    elif status == -signal.SIGXFSZ:
         result.update(status='not_allowed',
                       reason='wrote or printed more than %d MB' % (FILE_LIMIT // 2**20))
     else:
         result.update(status='crashed', reason='the test process ended before the test did '
-                      '(exit status %s)' % child.returncode)
+                      '(exit status %s)' % status)
     if result['status'] == 'passed':
         result['points'] = test.points
     result['seconds'] = round(time.time() - start, 2)
     return result
 
 
-def grade(submission_dir, tests, jobs=1, timeout=None, project_root=None):
-    """Results of every test, in the order of `tests`."""
+def grade(submission_dir, tests, jobs=1, timeout=None, project_root=None, server=None,
+          fork=True):
+    """Results of every test, in the order of `tests`.
+
+    server: a ForkServer to reuse (grading a class); with fork=False every test starts a
+    new Python process instead (slower: MXNet is imported for each test).
+    """
     if not os.path.isdir(submission_dir):
         raise GradeError('%s is not a folder: give the folder of one student\'s submission'
                          % submission_dir)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(lambda t: run_test(t, submission_dir, timeout, project_root),
-                             tests))
+    own = server is None and fork
+    if own:
+        server = ForkServer(project_root)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            return list(pool.map(lambda t: run_test(t, submission_dir, timeout, project_root,
+                                                    server), tests))
+    finally:
+        if own:
+            server.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +390,9 @@ def build_parser():
                              'OMP_NUM_THREADS threads)')
     parser.add_argument('--timeout', type=float,
                         help='seconds allowed per test, instead of each test\'s own limit')
+    parser.add_argument('--no-fork', action='store_true',
+                        help='start a new Python process for every test instead of forking '
+                             'one that has MXNet imported already (slower)')
     parser.add_argument('--verbose', action='store_true',
                         help='show tracebacks and output of the public tests that failed')
     parser.add_argument('--show-hidden', action='store_true',
@@ -319,7 +419,8 @@ def main(argv=None):
         root = project_root()
         if args.submission:
             start = time.time()
-            results = grade(args.submission, tests, args.jobs, args.timeout, root)
+            results = grade(args.submission, tests, args.jobs, args.timeout, root,
+                            fork=not args.no_fork)
             shown = feedback(results, args.show_hidden, args.verbose)
             report(shown, sys.stdout)
             if args.json:
@@ -335,10 +436,11 @@ def main(argv=None):
             raise GradeError('%s holds no student folder' % args.class_dir)
         assignments = sorted({t.assignment for t in tests})
         rows = []
+        server = None if args.no_fork else ForkServer(root)
         for student in students:
             start = time.time()
             results = grade(os.path.join(args.class_dir, student), tests, args.jobs,
-                            args.timeout, root)
+                            args.timeout, root, server, fork=not args.no_fork)
             seconds = time.time() - start
             rows.append((student, results, seconds))
             per = totals(results)
@@ -347,6 +449,8 @@ def main(argv=None):
             if args.feedback_dir:
                 write_atomic(os.path.join(args.feedback_dir, student + '.json'),
                              to_json(feedback(results, args.show_hidden, True), seconds))
+        if server is not None:
+            server.close()
         text = class_csv(rows, assignments)
         if args.csv:
             write_atomic(args.csv, text)

@@ -1,9 +1,11 @@
 """Run one graded test on one submission in this process; write the outcome as JSON.
 
     python -m assignments.runner TESTS_FILE TEST_NAME SUBMISSION_FILE RESULT_FILE
+    python -m assignments.runner --serve      # a fork server: one fresh process per test
 
-Started by assignments.grade, one process per test, in a scratch copy of the student's folder
-(the current directory). Everything the grader needs (MXNet, the tests, their data) is loaded
+Used by assignments.grade, one process per test, in a scratch copy of the student's folder
+(the current directory). Importing MXNet takes a second or more; the fork server does it once
+and forks a process for each test. Everything the grader needs (MXNet, the tests, their data) is loaded
 first; then the guards go up, and only then is the student's code imported:
 
 - writes and file changes outside the current directory raise PermissionError and fail the
@@ -24,6 +26,8 @@ import utils  # noqa: F401  (sets OMP_NUM_THREADS before MXNet loads)
 import importlib.util
 import random
 import resource
+import signal
+import tempfile
 
 import mxnet as mx
 import numpy as np
@@ -168,9 +172,9 @@ def set_limits():
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
-def main():
+def run_and_report(tests_file, test_name, submission_file, result_file):
+    """Run one test and write its result file; never returns (os._exit)."""
     set_limits()
-    tests_file, test_name, submission_file, result_file = sys.argv[1:5]
     result = os.open(result_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     status, message, trace = run(tests_file, test_name, submission_file)
     os.write(result, json.dumps({'status': status, 'message': message,
@@ -179,6 +183,74 @@ def main():
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # threads the student's code may have left running do not hold the exit
+
+
+# ---------------------------------------------------------------------------------------------
+# Fork server: MXNet is imported once, each test runs in a fresh fork of this process
+
+def _write_file(path, text):
+    with open(path + '.tmp', 'w') as f:
+        f.write(text)
+    os.replace(path + '.tmp', path)
+
+
+def serve():
+    """Read one JSON request per line on stdin; fork a process for each test.
+
+    A request names the test, the submission file, the working folder, extra environment
+    variables and a scratch folder. The fork runs in a session of its own (so the grader
+    can kill everything it starts) and writes `pid` into the scratch folder when it starts;
+    this process writes `exit` there with the status when it ends. Nothing is computed with
+    MXNet here before forking: only imports, which are safe to fork.
+    """
+    scratch_of = {}
+
+    def reap(signum, frame):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            scratch = scratch_of.pop(pid, None)
+            if scratch:
+                code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else \
+                    os.WEXITSTATUS(status)
+                _write_file(os.path.join(scratch, 'exit'), str(code))
+
+    signal.signal(signal.SIGCHLD, reap)
+    for line in sys.stdin:
+        request = json.loads(line)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+                os.setsid()
+                os.chdir(request['cwd'])
+                os.environ.update(request['env'])
+                tempfile.tempdir = None  # read TMPDIR again
+                out = os.open(request['output_file'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                _write_file(os.path.join(request['scratch'], 'pid'), str(os.getpid()))
+                run_and_report(request['tests_file'], request['test'],
+                               request['submission_file'], request['result_file'])
+            finally:
+                os._exit(70)
+        scratch_of[pid] = request['scratch']
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+
+def main():
+    if sys.argv[1:] == ['--serve']:
+        serve()
+    else:
+        run_and_report(*sys.argv[1:5])
 
 
 if __name__ == '__main__':
