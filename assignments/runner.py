@@ -1,12 +1,12 @@
 """Run one graded test on one submission in this process; write the outcome as JSON.
 
     python -m assignments.runner TESTS_FILE TEST_NAME SUBMISSION_FILE RESULT_FILE
-    python -m assignments.runner --serve      # a fork server: one fresh process per test
+    python -m assignments.runner --serve    # fork server: a fresh process per test
 
 Used by assignments.grade, one process per test, in a scratch copy of the student's folder
 (the current directory). Importing MXNet takes a second or more; the fork server does it once
-and forks a process for each test. Everything the grader needs (MXNet, the tests, their data) is loaded
-first; then the guards go up, and only then is the student's code imported:
+and forks a process for each test. Everything the grader needs (MXNet, the tests, their data)
+is loaded first; then the guards go up, and only then is the student's code imported:
 
 - writes and file changes outside the current directory raise PermissionError and fail the
   test (a Python audit hook: it sees `open`, `os.remove`, `os.rename`, ..., not what C code
@@ -148,7 +148,7 @@ def run(tests_file, test_name, submission_file):
         test(sub)
     except OutputLimitExceeded:
         pass
-    except NotImplementedError as err:
+    except NotImplementedError:
         if not guards.violations:
             return 'not_implemented', 'not implemented yet', traceback.format_exc()
     except AssertionError as err:

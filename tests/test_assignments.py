@@ -129,12 +129,13 @@ def test_class_reference_full_marks_untouched_zero(dist, tmp_path):
 
 PLANTED = {
     # a stale gradient for the idle device: no zeroing, stale gradients ignored
-    'a1_data_parallel': ("""    params = [p for p in net.collect_params().values() if p.grad_req != 'null']
-    for ctx in ctx_list[len(xs):]:
-        with autograd.record():
-            zero = nd.add_n(*[(p.data(ctx) * 0).sum() for p in params])
-        zero.backward()
-    trainer.step(X.shape[0])""", "    trainer.step(X.shape[0], ignore_stale_grad=True)",
+    'a1_data_parallel': (
+        "    for ctx in ctx_list[len(xs):]:\n"
+        "        with autograd.record():\n"
+        "            zero = nd.add_n(*[(p.data(ctx) * 0).sum() for p in params])\n"
+        "        zero.backward()\n"
+        "    trainer.step(X.shape[0])",
+        "    trainer.step(X.shape[0], ignore_stale_grad=True)",
         {'test_train_unseen_last_batch_smaller_than_devices',
          'test_train_without_update_on_kvstore'}),
     # features trained from scratch instead of reused

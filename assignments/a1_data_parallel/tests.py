@@ -4,7 +4,7 @@ import numpy as np
 from mxnet import autograd, gluon, init, nd
 from mxnet.gluon import nn
 
-from assignments.testing import as_numpy, assert_close, graded
+from assignments.testing import assert_close, graded
 
 SUBMISSION_FILE = 'data_parallel.py'
 
