@@ -10,7 +10,7 @@ is loaded first; then the guards go up, and only then is the student's code impo
 
 - writes and file changes outside the current directory raise PermissionError and fail the
   test (a Python audit hook: it sees `open`, `os.remove`, `os.rename`, ..., not what C code
-  such as `nd.save` writes), and so does starting a process;
+  such as `nd.save` writes), and so do starting a process and opening a network connection;
 - printing more than the output limit fails the test.
 
 These guard against mistakes, not against a student set on cheating: the student's code runs
@@ -84,6 +84,8 @@ class Guards:
                               % (event, os.fsdecode(path)))
         elif event in PROCESS_EVENTS:
             self.deny('starting a process (%s)' % event)
+        elif event == 'socket.connect':
+            self.deny('opening a network connection')
 
 
 class CappedStream:

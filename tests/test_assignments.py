@@ -226,3 +226,23 @@ def test_grade_cli_one_submission_json_and_errors(dist, tmp_path):
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2
     assert missing.stderr.startswith('error: ') and 'Traceback' not in missing.stderr
+
+
+def test_guards_decide_what_is_outside(tmp_path):
+    """The audit hook's decisions, called directly (installing it would guard pytest too)."""
+    from assignments.runner import Guards
+    guards = Guards(str(tmp_path))
+    guards.active = True
+    guards.audit('open', (str(tmp_path / 'mine.txt'), 'w', 0))
+    guards.audit('open', ('/etc/hostname', 'r', os.O_RDONLY))
+    guards.audit('os.rename', (str(tmp_path / 'a'), str(tmp_path / 'b'), -1, -1))
+    assert guards.violations == []
+    for event, args in (('open', (str(tmp_path / '..' / 'x.txt'), 'a', 0)),
+                        ('open', ('/tmp/elsewhere', None, os.O_WRONLY | os.O_CREAT)),
+                        ('os.remove', ('/tmp/elsewhere', -1)),
+                        ('os.rename', (str(tmp_path / 'a'), '/tmp/b', -1, -1)),
+                        ('subprocess.Popen', ('ls', ['ls'], None, None)),
+                        ('socket.connect', (None, ('127.0.0.1', 80)))):
+        with pytest.raises(PermissionError):
+            guards.audit(event, args)
+    assert len(guards.violations) == 6
