@@ -394,7 +394,8 @@ def build_parser():
                         help='start a new Python process for every test instead of forking '
                              'one that has MXNet imported already (slower)')
     parser.add_argument('--verbose', action='store_true',
-                        help='show tracebacks and output of the public tests that failed')
+                        help='show (and write to the JSON files) tracebacks and output of the '
+                             'public tests that failed')
     parser.add_argument('--show-hidden', action='store_true',
                         help='for the teacher: reasons (and with --verbose, tracebacks) of '
                              'hidden tests too')
@@ -424,7 +425,7 @@ def main(argv=None):
             shown = feedback(results, args.show_hidden, args.verbose)
             report(shown, sys.stdout)
             if args.json:
-                write_atomic(args.json, to_json(feedback(results, args.show_hidden, True),
+                write_atomic(args.json, to_json(feedback(results, args.show_hidden, args.verbose),
                                                 time.time() - start))
             return 0
         if not os.path.isdir(args.class_dir):
@@ -448,7 +449,7 @@ def main(argv=None):
                                               sum(m for _, m in per.values()), seconds))
             if args.feedback_dir:
                 write_atomic(os.path.join(args.feedback_dir, student + '.json'),
-                             to_json(feedback(results, args.show_hidden, True), seconds))
+                             to_json(feedback(results, args.show_hidden, args.verbose), seconds))
         if server is not None:
             server.close()
         text = class_csv(rows, assignments)
