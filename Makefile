@@ -123,3 +123,9 @@ notebooks: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m flake8
+
+# dist/student (blanks, statements, public tests) and dist/autograder (public and hidden
+# tests); fails unless the reference solutions score full marks. See docs/teachers.md.
+.PHONY: assignments
+assignments: $(STAMP)
+	$(PY) -m assignments.build --out dist --check
