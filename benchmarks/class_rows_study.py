@@ -139,9 +139,10 @@ def main(argv=None):
         train_what=args.train, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, output_lr_mult=args.output_lr_mult)
     most = max(args.shots)  # with few images many rows separate them perfectly (AUC 1)
-    print('\nTop 5 rows by training AUC (%d per class, seed %d):' % (most, args.seeds[0]))
+    print('\nTop 5 rows by training AUC, ties by margin (%d per class, seed %d): '
+          'row name AUC/margin' % (most, args.seeds[0]))
     for cls, top in zip(classes, study['top_rows'][most][0]):
-        print('  %-11s %s' % (cls, ', '.join('%d %s %.3f' % t for t in top)))
+        print('  %-11s %s' % (cls, ', '.join('%d %s %.3f/%.1f' % t for t in top)))
     print()
     print(class_rows.summary_table(study['results'], args.seeds))
     wall = time.time() - start

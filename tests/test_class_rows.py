@@ -72,7 +72,20 @@ def test_best_rows_are_distinct_and_the_stronger_class_keeps_a_shared_row():
                      [0.95, 0.7, 0.2]])
     assert cr.best_rows(aucs) == [1, 0]
     names = ['a', 'b', 'c']
-    assert cr.top_rows(aucs, names, count=2)[0] == [(0, 'a', 0.9), (1, 'b', 0.8)]
+    assert cr.top_rows(aucs, names, count=2)[0] == [(0, 'a', 0.9, None), (1, 'b', 0.8, None)]
+
+
+def test_margins_break_the_ties_of_perfect_rows():
+    labels = np.array([0, 0, 1, 1])
+    logits = np.array([[1.0, 10.0, 0.0],   # rows 0 and 1 both separate class 0 perfectly,
+                       [1.2, 12.0, 0.0],   # row 1 by a far larger margin
+                       [0.9, 0.0, 0.0],
+                       [0.8, 1.0, 0.0]])
+    aucs, margins = cr.row_aucs(logits, labels), cr.row_margins(logits, labels)
+    assert aucs[0, 0] == aucs[0, 1] == 1 and margins[0, 1] > margins[0, 0] > 0
+    assert cr.best_rows(aucs) == [0, 2]           # ties alone: the lowest index
+    assert cr.best_rows(aucs, margins) == [1, 2]  # then the margin decides
+    assert cr.top_rows(aucs, 'abc', 1, margins)[0][0][:3] == (1, 'b', 1.0)
 
 
 def test_few_shot_subsets_are_balanced_reproducible_and_differ_by_seed():

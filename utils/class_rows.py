@@ -5,7 +5,7 @@ can start its hotdog row from ImageNet's (row 934; the text's 713 is 'photocopie
 
     set_class_rows(net, pretrained_net, [774, 770, 514])  # weight AND bias of each class row
     aucs = row_aucs(imagenet_logits, labels)              # (classes, 1000) one-vs-rest AUCs
-    rows = best_rows(aucs)                                # when no ImageNet class fits by name
+    rows = best_rows(aucs, row_margins(imagenet_logits, labels))  # no class fits by name
     results = compare_initialisations(data, rows, ...)    # accuracy before / 1 epoch / end
 
 `compare_initialisations` trains the same few-shot subsets from several starting output layers
@@ -91,25 +91,47 @@ def row_aucs(logits, labels, classes=None):
     return aucs
 
 
-def best_rows(aucs):
-    """One distinct row per class, the highest AUC first (classes whose best rows clash: the
-    class with the higher AUC keeps it, the other takes its next best)."""
-    order = np.argsort(-aucs, axis=None, kind='stable')  # ties: the lowest row first
+def row_margins(logits, labels, classes=None):
+    """(classes, rows) array: (mean logit of class k - mean of the others) / pooled standard
+    deviation. Breaks the ties of row_aucs: with a few images per class, many rows separate
+    them perfectly (AUC 1), some by far more than others."""
+    logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
+    classes = int(labels.max()) + 1 if classes is None else classes
+    margins = np.empty((classes, logits.shape[1]))
+    for k in range(classes):
+        inside, outside = logits[labels == k], logits[labels != k]
+        spread = np.sqrt((inside.var(axis=0) + outside.var(axis=0)) / 2) + 1e-12
+        margins[k] = (inside.mean(axis=0) - outside.mean(axis=0)) / spread
+    return margins
+
+
+def _ranked(aucs, margins, k):
+    """Rows for class k, best first: by AUC, then by margin, then by index."""
+    tie = np.zeros(aucs.shape[1]) if margins is None else margins[k]
+    return np.lexsort((np.arange(aucs.shape[1]), -tie, -aucs[k]))
+
+
+def best_rows(aucs, margins=None):
+    """One distinct row per class, each class's best (AUC, then margin); when two classes want
+    the same row, the one with the higher AUC keeps it and the other takes its next best."""
+    ranked = [list(_ranked(aucs, margins, k)) for k in range(aucs.shape[0])]
     chosen, used = {}, set()
-    for flat in order:
-        k, row = np.unravel_index(flat, aucs.shape)
-        if k not in chosen and row not in used:
-            chosen[k] = int(row)
-            used.add(row)
-            if len(chosen) == aucs.shape[0]:
-                break
+    while len(chosen) < aucs.shape[0]:
+        # every class still without a row proposes its best free row; the strongest wins
+        proposals = [(aucs[k, next(r for r in ranked[k] if r not in used)], -k, k)
+                     for k in range(aucs.shape[0]) if k not in chosen]
+        _, _, k = max(proposals)
+        row = next(r for r in ranked[k] if r not in used)
+        chosen[k] = int(row)
+        used.add(row)
     return [chosen[k] for k in range(aucs.shape[0])]
 
 
-def top_rows(aucs, names, count=5):
-    """Per class, the `count` best rows as (row, ImageNet name, AUC)."""
-    return [[(int(r), names[r], float(aucs[k, r]))
-             for r in np.argsort(-aucs[k], kind='stable')[:count]]
+def top_rows(aucs, names, count=5, margins=None):
+    """Per class, the `count` best rows as (row, ImageNet name, AUC, margin or None)."""
+    return [[(int(r), names[r], float(aucs[k, r]),
+              None if margins is None else float(margins[k, r]))
+             for r in _ranked(aucs, margins, k)[:count]]
             for k in range(aucs.shape[0])]
 
 
@@ -163,7 +185,7 @@ def new_output(pretrained, classes):
     return head
 
 
-def initial_rows(variant, named_rows, aucs, rng, total_rows=1000):
+def initial_rows(variant, named_rows, aucs, rng, total_rows=1000, margins=None):
     """The ImageNet rows a variant starts its classes from (None: a fresh Xavier layer)."""
     classes = len(named_rows) if named_rows is not None else aucs.shape[0]
     if variant == 'ImageNet rows':
@@ -176,7 +198,7 @@ def initial_rows(variant, named_rows, aucs, rng, total_rows=1000):
     if variant == 'fresh layer':
         return None
     if variant == 'best AUC rows':
-        return best_rows(aucs)
+        return best_rows(aucs, margins)
     raise UserError('unknown initialisation %r; known: %s' % (variant, ', '.join(VARIANTS)))
 
 
@@ -279,13 +301,13 @@ def compare_initialisations(model_name, train_pool, test_set, to_inputs, *, name
             features = features_of(pretrained, train_x)
             with autograd.predict_mode():
                 logits = pretrained.output(nd.array(features)).asnumpy()
-            aucs = row_aucs(logits, train_y)
-            out['top_rows'][count].append(top_rows(aucs, names))
+            aucs, margins = row_aucs(logits, train_y), row_margins(logits, train_y)
+            out['top_rows'][count].append(top_rows(aucs, names, margins=margins))
             if train_what == 'output':
                 train_x = features
             rng = np.random.default_rng([seed, count])
             for variant in variants:
-                rows = initial_rows(variant, named_rows, aucs, rng)
+                rows = initial_rows(variant, named_rows, aucs, rng, margins=margins)
                 result = measure_variant(model_name, rows, (train_x, train_y),
                                          (test_x, test_set[1]), train_what=train_what,
                                          seed=seed, pretrained=pretrained, **settings)
