@@ -369,9 +369,10 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
             average_batchnorm_stats(net, ctx)
         test_acc = (evaluate_accuracy(test_data, net, ctx) if test_data is not None
                     else float('nan'))
-        history['loss'].append(float(losses_read.sum() / samples))
-        history['train_acc'].append(float(nd.concat(*batch_correct, dim=0).asnumpy().sum()
-                                          / samples))
+        # Python floats before dividing: numpy 2 would divide a float32 sum in float32
+        history['loss'].append(float(losses_read.sum()) / samples)
+        history['train_acc'].append(float(nd.concat(*batch_correct, dim=0).asnumpy().sum())
+                                    / samples)
         history['test_acc'].append(float(test_acc))
         history['seconds'].append(time.time() - start)
         history['images_per_sec'].append(samples / train_seconds)
