@@ -281,7 +281,8 @@ def start_sleepers(tmp_path):
     tag = tmp_path.name
     launcher = subprocess.Popen(LAUNCH + ['-n', '2', '--', 'python', str(script), str(pids)],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=dict(os.environ, LAUNCH_TEST_TAG=tag))
+                                text=True, env=dict(os.environ, LAUNCH_TEST_TAG=tag),
+                                preexec_fn=default_sigint)
     deadline = time.time() + TIMEOUT
     while not (pids.exists() and len(pids_in(pids)) == 2):
         if time.time() > deadline or launcher.poll() is not None:
@@ -290,6 +291,12 @@ def start_sleepers(tmp_path):
         time.sleep(0.1)
     assert len(tagged_processes(tag)) >= 4  # scheduler, server and two workers
     return launcher, pids_in(pids), tag
+
+
+def default_sigint():
+    """Ctrl-C as in a terminal: a suite started in the background (`cmd &`) ignores SIGINT,
+    and a child would inherit that and never see the interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_failure_stops_every_process_and_returns_its_status(tmp_path):
