@@ -45,6 +45,10 @@ def main():
     parser.add_argument('--scenes', type=int, default=1000)
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--size', type=int, default=128)
+    parser.add_argument('--unfrozen', choices=['blocks', 'pointwise'], default='blocks',
+                        help='phase 2 trains whole blocks 13-15, or only their 1x1 convolutions '
+                             'and BatchNorms (not the depthwise ones)')
+    parser.add_argument('--static', type=int, default=1, help='hybridize with static_alloc')
     args = parser.parse_args()
     print('load:', os.getloadavg(), 'OMP_NUM_THREADS', os.environ.get('OMP_NUM_THREADS'))
     clock = Clock()
@@ -73,7 +77,15 @@ def main():
     trainee.add(tail, head)
     for block in tail:
         utils.set_trainable(block, True)
-    trainee.hybridize(static_alloc=True, static_shape=True)
+        if args.unfrozen == 'pointwise':
+            for conv in block.out:
+                if getattr(conv, '_kwargs', {}).get('num_group', 1) > 1:
+                    utils.set_trainable(conv, False)
+    print('phase 2 trains %d arrays' % len(utils.trainable_params(trainee)))
+    if args.static:
+        trainee.hybridize(static_alloc=True, static_shape=True)
+    else:
+        trainee.hybridize()
     loss_fn = ScaledMSELoss(224)
     trainee(nd.array(x_pre[:2]))
     trainer = gluon.Trainer(utils.trainable_params(trainee), 'rmsprop',
