@@ -1,3 +1,4 @@
+import argparse
 import json
 import math
 import os
@@ -208,3 +209,68 @@ def test_predict_without_a_model_is_a_clear_error(tmp_path, capsys):
                           ['--predict', '2', '--out', str(tmp_path)])
     assert exit_info.value.code == 2
     assert 'no saved model' in capsys.readouterr().err
+
+
+# --- the exercises start from the ImageNet weights ----------------------------------------
+
+def test_exercise_variants_train_on_features_of_the_pristine_base(tmp_path, monkeypatch):
+    """Every variant's phase 2 trains on cached features computed with the base's original
+    weights, never with blocks an earlier variant fine-tuned."""
+    phase2_inputs = []
+    real_train_arrays = utils.train_arrays
+
+    def recording(net, loss_fn, trainer, train, *rest, **kw):
+        if kw.get('label') == 'Fine-tune epoch':
+            phase2_inputs.append(train[0].copy())
+        return real_train_arrays(net, loss_fn, trainer, train, *rest, **kw)
+    monkeypatch.setattr(utils, 'train_arrays', recording)
+    ns = utils.run_chapter('chapters.simple_object_detection', TINY + [
+        '--exercises', '--out', str(tmp_path)])
+    features, snapshot, x_cache = ns['features'], ns['snapshot'], ns['x_cache']
+    for name, param in features.collect_params().items():
+        param.set_data(snapshot[name])
+    cut = ns['BASES']['mobilenetv2_1.0']['cut']
+    # reference, no label scaling, unfreeze 1, unfreeze 5, two outputs, the text's head
+    unfreezes = [3, 3, 1, 5, 3, 3]
+    assert len(phase2_inputs) == len(unfreezes)
+    for unfreeze, x in zip(unfreezes, phase2_inputs):
+        extra = utils.freeze(features[ns['cache_start']:cut - unfreeze])
+        expected = utils.predict_arrays(extra, x_cache) if len(extra) else x_cache
+        np.testing.assert_allclose(x[:len(expected)], expected[:len(x)], rtol=1e-5,
+                                   atol=1e-5, err_msg='unfreeze %d' % unfreeze)
+
+
+# --- several devices ----------------------------------------------------------------------
+
+def test_training_on_three_devices_with_a_last_batch_of_two(chapter):
+    """--devices cpu:3 when the last batch (34 = 2 x 16 + 2; phase 2: 4 x 8 + 2) holds fewer
+    samples than devices: both phases run, the replicas stay equal, and the weights are those
+    of the same training on one device."""
+    features = chapter['random_base']('mobilenetv2_1.0').features
+    original = {name: p.data().copy() for name, p in features.collect_params().items()}
+    prefix = utils.freeze(features[:13])
+    images, labels = utils.scenes.make_scenes(40, seed=3)
+    x = utils.predict_batches(prefix, [utils.preprocess_batch(images, 64)])
+    args = argparse.Namespace(**vars(chapter['args']))
+    args.batch_size, args.initial_epochs, args.fine_tuning_epochs = 16, 1, 1
+    trained = []
+    for ctx in ([mx.cpu(0)], [mx.cpu(i) for i in range(3)]):
+        for name, param in features.collect_params().items():
+            param.set_data(original[name])
+        mx.random.seed(5)
+        det, record = chapter['train_detector'](
+            args, features, 'mobilenetv2_1.0', ((x, labels), 34), ctx, head='conv',
+            unfreeze=3, loss_fn=ScaledMSELoss())
+        assert len(record['phase1']['loss']) == 1 and len(record['phase2']['loss']) == 1
+        assert np.isfinite(record['final_loss'])
+        params = det.trainee.collect_params()
+        for name, param in params.items():
+            copies = [d.asnumpy() for d in param.list_data()]
+            assert len(copies) == len(ctx)
+            for other in copies[1:]:
+                np.testing.assert_array_equal(copies[0], other, err_msg=name)
+        trained.append({name: p.data(ctx[0]).asnumpy() for name, p in params.items()})
+        features.collect_params().reset_ctx(mx.cpu())
+    for name in trained[0]:
+        np.testing.assert_allclose(trained[1][name], trained[0][name], rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
