@@ -10,11 +10,12 @@ import sys
 
 import numpy as np
 from mxnet import nd
+from mxnet.base import MXNetError
 from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import vision
 
 from . import torch_pickle
-from .errors import UserError
+from .errors import UserError, one_line
 from .files import checked_path, damage, say_rebuilding
 
 OFFLINE_MODEL = 'mobilenetv2_1.0'
@@ -69,8 +70,12 @@ def converted_mobilenet_v2(root, rebuild=False):
             return path
         say_rebuilding(path, problem, 'converting the weights again')
     params = convert_mobilenet_v2(torch_pickle.read_state_dict(weights_file(), WEIGHTS_SHA256))
-    with checked_path(path) as tmp:
-        nd.save(tmp, params)
+    try:
+        with checked_path(path) as tmp:
+            nd.save(tmp, params)
+    except (OSError, MXNetError) as err:  # a read-only or full classroom cache
+        raise UserError('cannot write the converted weights to %s (%s): set MXNET_HOME to a '
+                        'writable folder' % (path, one_line(err))) from None
     return path
 
 
