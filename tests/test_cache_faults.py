@@ -376,3 +376,17 @@ def test_damaged_custom_class_model_is_one_line(tmp_path, capsys, how):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: %s cannot be read' % model)
     assert 'train again' in err[0]
+
+
+def test_damaged_converted_weights_in_a_read_only_cache_is_one_line(models, monkeypatch):
+    from utils import torchvision_weights
+
+    def read_only(path):
+        raise PermissionError(13, 'Permission denied', path)
+    monkeypatch.setattr(torchvision_weights, 'checked_path', read_only)
+    path = converted_path(str(models))
+    cut(path, 100)
+    with pytest.raises(utils.UserError) as err:
+        utils.get_pretrained('mobilenetv2_1.0')
+    message = str(err.value)
+    assert '\n' not in message and path in message and 'MXNET_HOME' in message
