@@ -29,13 +29,14 @@ import sys
 import time
 import zipfile
 
+import mxnet as mx
 import numpy as np
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
 from utils import opt
 from utils.datasets import IMAGE_SUFFIXES
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 from utils.files import write_json, zip_bundle_reader, zip_bundle_writer
 
 # %% [markdown]
@@ -114,12 +115,14 @@ def load_model(path):
         with zip_bundle_reader(path) as folder:
             with open(os.path.join(folder, 'meta.json')) as f:
                 meta = json.load(f)
-            head = build_new_head(len(meta['classes']))
+            classes, size = meta['classes'], meta['image_size']
+            head = build_new_head(len(classes))
             head.load_parameters(os.path.join(folder, 'head.params'))
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as err:
-        raise UserError('%s is not a model saved by this chapter (%s)'
-                        % (path, str(err).splitlines()[0][:100]))
-    return truncated_base(), head, meta['classes'], meta['image_size']
+    except (zipfile.BadZipFile, KeyError, TypeError, OSError, ValueError, AssertionError,
+            mx.MXNetError) as err:  # the zip's checksums make a damaged file end here
+        raise UserError('%s cannot be read (%s): it is damaged or not a model saved by this '
+                        'chapter; train again to rebuild it' % (path, one_line(err, 100)))
+    return truncated_base(), head, classes, size
 
 
 # %% [markdown]

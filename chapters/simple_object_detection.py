@@ -36,8 +36,8 @@ from mxnet.gluon import nn
 
 from utils import opt
 from utils.bbox import decode, detection_metrics
-from utils.errors import UserError
-from utils.files import atomic_path, write_json
+from utils.errors import UserError, one_line
+from utils.files import checked_path, damage, write_json
 from utils.heads import conv_head, text_head
 from utils.loss import ScaledMSELoss, TwoOutputLoss
 from utils.plotting import plt, save_figure
@@ -235,7 +235,7 @@ class Detector:
         self.trainee.hybridize()
 
     def save(self, path, meta):
-        with atomic_path(path) as tmp:
+        with checked_path(path) as tmp:  # its sha256 beside it: --predict checks it
             self.net.save_parameters(tmp)
         write_json(path + '.json', meta)
 
@@ -500,11 +500,19 @@ if not training:
     if not (os.path.exists(args.params) and os.path.exists(meta_path)):
         raise UserError('no saved model at %s: train one first (without --predict), or pass '
                         '--params' % args.params)
-    with open(meta_path) as f:
-        meta = json.load(f)
-    det = Detector(random_base(meta['base']).features, meta['base'], meta['unfreeze'],
-                   meta['head'], ctx=ctx)
-    det.net.load_parameters(args.params, ctx=ctx)
+    problem = damage(args.params)
+    if problem:
+        raise UserError('saved model %s cannot be used (%s): train again (without --predict)'
+                        % (args.params, problem))
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        det = Detector(random_base(meta['base']).features, meta['base'], meta['unfreeze'],
+                       meta['head'], ctx=ctx)
+        det.net.load_parameters(args.params, ctx=ctx)
+    except (ValueError, KeyError, TypeError, AssertionError, mx.MXNetError) as err:
+        raise UserError('saved model %s or %s cannot be read (%s): train again (without '
+                        '--predict)' % (args.params, meta_path, one_line(err))) from None
     images, labels = make_scenes(args.predict, seed=args.seed + 2)
     out, metrics = evaluate(det, images, labels, meta['input_size'], ctx)
     path = draw_predictions(images, labels, out, 'scaled', os.path.join(args.out,

@@ -2,6 +2,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 
 import mxnet as mx
 import numpy as np
@@ -274,3 +275,26 @@ def test_training_on_three_devices_with_a_last_batch_of_two(chapter):
     for name in trained[0]:
         np.testing.assert_allclose(trained[1][name], trained[0][name], rtol=1e-4, atol=1e-5,
                                    err_msg=name)
+
+
+@pytest.mark.parametrize('how', ['cut', 'garbage with its checksum', 'meta not json'])
+def test_damaged_saved_detector_is_one_line(tiny_run, tmp_path, capsys, how):
+    from utils.files import checked_path
+    _, _, out = tiny_run
+    for name in ('detector.params', 'detector.params.sha256', 'detector.params.json'):
+        shutil.copy(os.path.join(out, name), str(tmp_path))
+    params = str(tmp_path / 'detector.params')
+    if how == 'cut':
+        with open(params, 'r+b') as f:
+            f.truncate(os.path.getsize(params) // 2)
+    elif how == 'garbage with its checksum':  # the checksum passes: the load is caught
+        with checked_path(params) as tmp, open(tmp, 'wb') as f:
+            f.write(b'abc')
+    else:
+        (tmp_path / 'detector.params.json').write_text('{"base": ')
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_chapter('chapters.simple_object_detection',
+                          ['--random-base', '--out', str(tmp_path), '--predict', '2'])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and params in err[0] and 'train again' in err[0]

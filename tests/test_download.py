@@ -101,9 +101,10 @@ def test_extract_marks_completion_and_redoes_interrupted(tmp_path):
     dest = tmp_path / 'dest'
     utils.extract(archive, str(dest))
     assert (dest / 'hotdog/train/a.txt').read_text() == 'a'
-    (dest / 'hotdog/train/a.txt').unlink()
+    (dest / 'hotdog/train/a.txt').write_text('b')  # same size: a stat does not see it
     utils.extract(archive, str(dest))  # complete: not redone
-    assert not (dest / 'hotdog/train/a.txt').exists()
+    assert (dest / 'hotdog/train/a.txt').read_text() == 'b'
+    (dest / 'hotdog/train/a.txt').unlink()
     os.remove(dest / '.data.zip.extracted')  # as after an interrupted extraction
     utils.extract(archive, str(dest))
     assert (dest / 'hotdog/train/a.txt').exists()

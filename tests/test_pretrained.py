@@ -108,7 +108,8 @@ def test_structure_and_identity_expansion(mobilenet):
 def test_conversion_is_cached(tmp_path, monkeypatch):
     first = utils.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
     cached = [f for f in os.listdir(tmp_path)]
-    assert cached == ['mobilenetv2_1.0-torchvision-b0353104-v1.params']
+    assert sorted(cached) == ['mobilenetv2_1.0-torchvision-b0353104-v1.params',
+                              'mobilenetv2_1.0-torchvision-b0353104-v1.params.sha256']
 
     def no_reading(*args):
         raise AssertionError('the .pth was read again')

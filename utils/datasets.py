@@ -30,7 +30,7 @@ def get_hotdog(data_dir=DATA_DIR, urls=HOTDOG_URLS, sha1=HOTDOG_SHA1):
     folder = os.path.join(data_dir, 'hotdog')
     archive = os.path.join(data_dir, 'hotdog.zip')
     fname = download(list(urls), archive, sha1)
-    extract(fname, data_dir)
+    extract(fname, data_dir, sha1)  # the download checked it: no second hashing
     check_image_folder(os.path.join(folder, 'train'))
     check_image_folder(os.path.join(folder, 'test'))
     return folder

