@@ -83,7 +83,8 @@ def test_hotdog_path_downloads_verifies_extracts_and_trains(tmp_path, mirror, ca
         assert len(history['test_acc']) == 1 and 0 <= history['test_acc'][0] <= 1
     out = capsys.readouterr().out
     assert 'hotdog: 12 training and 4 test images' in out
-    assert 'With prob=' in out
+    assert '1.png (true class: hotdog): With prob=' in out
+    assert '1.png (true class: not-hotdog): With prob=' in out
     for png in ('train_images.png', 'finetune_vs_scratch.png'):
         assert (tmp_path / 'out' / png).stat().st_size > 1000
 
@@ -94,8 +95,38 @@ def test_offline_faces_path(tmp_path, capsys):
     assert result['devices'] == ['cpu(0)']
     out = capsys.readouterr().out
     assert 'faces: 160 training and 40 test images' in out
-    assert out.count('With prob=') == 2  # astronaut.png and coffee.png
+    # two held-out photos of each class with their true class, then astronaut.png and coffee.png
+    assert out.count('With prob=') == 6
+    assert out.count('(true class: face)') == 2 and out.count('(true class: not-face)') == 2
+    assert 'coffee.png (not from the data set): With prob=' in out
+    assert (tmp_path / 'out' / 'held_out_0_face.png').exists()
     assert result['wall_seconds'] > 0
+
+
+def test_quick_on_the_faces_is_data_scarce_unless_told_otherwise():
+    args = fine_tuning.parse_args(['--quick', '--dataset', 'faces'])
+    train_imgs, test_imgs, _, _ = fine_tuning.get_data(args, 32, quick_faces=True)
+    assert (len(train_imgs), len(test_imgs)) == (16, 40)
+    assert (args.epochs, args.batch_size, args.per_class) == (40, 16, 8)
+    assert (args.learning_rate, args.finetune_batchnorm) == (0.001, 'inference')
+    assert sorted(train_imgs[i][1] for i in range(16)) == [0.0] * 8 + [1.0] * 8
+    args = fine_tuning.parse_args(['--quick', '--dataset', 'faces', '--epochs', '3',
+                                   '--per-class', 'all'])
+    train_imgs, _, _, _ = fine_tuning.get_data(args, 32, quick_faces=True)
+    assert len(train_imgs) == 160 and (args.epochs, args.batch_size) == (3, 16)
+    # the exercises share the options but keep the whole training set
+    args = fine_tuning.parse_args(['--quick', '--dataset', 'faces'])
+    train_imgs, _, _, _ = fine_tuning.get_data(args, 32)
+    assert len(train_imgs) == 160 and (args.epochs, args.batch_size) == (10, 32)
+    assert (args.learning_rate, args.finetune_batchnorm) == (0.01, 'update')
+
+
+def test_per_class_subset_of_the_hotdog_folder(tmp_path, mirror, capsys):
+    root, url = mirror
+    sha1 = hotdog_zip(str(root / 'hotdog.zip'))
+    run_chapter(tmp_path, '--dataset', 'hotdog', '--data-dir', str(tmp_path / 'data'),
+                '--data-url', url + '/hotdog.zip', '--data-sha1', sha1, '--per-class', '2')
+    assert 'hotdog: 4 training and 4 test images' in capsys.readouterr().out
 
 
 def test_hotdog_asked_explicitly_without_network_is_an_error(tmp_path, capsys):
