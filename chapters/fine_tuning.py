@@ -107,7 +107,9 @@ def parse_args(argv=None, parser=None):
 
 # %%
 def get_data(args, size, quick_faces=False):
-    """(train_imgs, test_imgs, dataset name, [(example file, its true class or None)]).
+    """(train_imgs, test_imgs, dataset name, [(photo, its true class or None)]).
+
+    A photo is a file name or a uint8 HWC image (a held-out face photo).
 
     quick_faces: with --quick on the faces, the settings of QUICK_FACES not given on the
     command line are taken from there.
@@ -175,7 +177,7 @@ def face_data(size, seed, per_class=ALL):
                                    transform=lambda X, y: transform(X, y, train_augs))
     test_imgs = ArrayImageDataset(test_x, test_y, synsets,
                                   transform=lambda X, y: transform(X, y, test_augs))
-    # held-out photos of each class (saved as files by show_held_out), and two photos from
+    # held-out photos of each class (written as files by as_file), and two photos from
     # outside the data set: a face, and a coffee cup that is neither class
     from skimage import data as skdata
     examples = [(test_x[i].astype(np.uint8), synsets[test_y[i]])
