@@ -106,14 +106,14 @@ def test_offline_faces_path(tmp_path, capsys):
 def test_quick_on_the_faces_is_data_scarce_unless_told_otherwise():
     args = fine_tuning.parse_args(['--quick', '--dataset', 'faces'])
     train_imgs, test_imgs, _, _ = fine_tuning.get_data(args, 32, quick_faces=True)
-    assert (len(train_imgs), len(test_imgs)) == (16, 40)
-    assert (args.epochs, args.batch_size, args.per_class) == (40, 16, 8)
+    assert (len(train_imgs), len(test_imgs)) == (8, 40)
+    assert (args.epochs, args.batch_size, args.per_class) == (40, 8, 4)
     assert (args.learning_rate, args.finetune_batchnorm) == (0.001, 'inference')
-    assert sorted(train_imgs[i][1] for i in range(16)) == [0.0] * 8 + [1.0] * 8
+    assert sorted(train_imgs[i][1] for i in range(8)) == [0.0] * 4 + [1.0] * 4
     args = fine_tuning.parse_args(['--quick', '--dataset', 'faces', '--epochs', '3',
                                    '--per-class', 'all'])
     train_imgs, _, _, _ = fine_tuning.get_data(args, 32, quick_faces=True)
-    assert len(train_imgs) == 160 and (args.epochs, args.batch_size) == (3, 16)
+    assert len(train_imgs) == 160 and (args.epochs, args.batch_size) == (3, 8)
     # the exercises share the options but keep the whole training set
     args = fine_tuning.parse_args(['--quick', '--dataset', 'faces'])
     train_imgs, _, _, _ = fine_tuning.get_data(args, 32)
