@@ -206,7 +206,7 @@ def show_training_images(train_imgs, path):
 # renormalises the activations after a large step, so the learning rate is 0.001 there
 # (0.003 diverged in the how-much-data chapter's study). scratch_net has no statistics to keep,
 # and trains with the same settings, as in the text: at 0.001 it learns slowly. With its own
-# best rate (0.03) it does better, 0.73-0.93 on 4 photos per class (how-much-data chapter).
+# best rate (0.03) it does better, 0.70-0.93 on 4 photos per class (how-much-data chapter).
 
 # %%
 def first_conv(net):
