@@ -129,3 +129,32 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, argv, message):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1]
+
+
+def test_hotdog_folder_is_decoded_once_and_runs(tmp_path, capsys):
+    """The online path, from a hotdog.zip already in --data-dir (no network needed)."""
+    import hashlib
+    import io
+    import zipfile
+    import matplotlib.image
+    rng = np.random.RandomState(0)
+    archive = tmp_path / 'data' / 'hotdog.zip'
+    archive.parent.mkdir()
+    with zipfile.ZipFile(str(archive), 'w') as zf:
+        for split, count in (('train', 3), ('test', 2)):
+            for cls, shade in (('hotdog', 200), ('not-hotdog', 60)):
+                for i in range(count):
+                    buf = io.BytesIO()
+                    matplotlib.image.imsave(buf, np.clip(rng.normal(shade, 30, (30, 45, 3)), 0,
+                                                         255).astype('uint8'), format='png')
+                    zf.writestr('hotdog/%s/%s/%d.png' % (split, cls, i), buf.getvalue())
+    sha1 = hashlib.sha1(archive.read_bytes()).hexdigest()
+    metrics = tmp_path / 'metrics.json'
+    chapter.main(['--dataset', 'hotdog', '--data-dir', str(tmp_path / 'data'), '--data-sha1',
+                  sha1, '--model', 'mobilenetv2_1.0', '--per-class', '2', 'all', '--seeds', '2',
+                  '--updates', '1', '--image-size', '32', '--no-progress',
+                  '--out', str(tmp_path / 'out'), '--metrics-json', str(metrics)])
+    result = json.loads(metrics.read_text())
+    assert result['dataset'] == 'hotdog' and result['pool_per_class'] == 3
+    assert 'hotdog: a pool of 6 training images (3 per class), 4 test images' in (
+        capsys.readouterr().out)
