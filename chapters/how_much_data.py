@@ -15,8 +15,9 @@ photos, 5 seeds per point. The curve (mean and 95% interval, log-scaled x) shows
 pretraining matters: with few images. Online it runs on hotdog / not-hotdog; offline on
 scikit-image's real face / not-face photos with the offline MobileNetV2 ImageNet weights.
 
---quick: 90 trainings of 40 updates at 64 px on the faces; from step times on an idle 2-core
-CPU (0.07 s per fine-tuning update, 0.09 s per scratch update, batch 16) about 4 minutes.
+--quick: 90 trainings of 40 updates at 64 px on the faces. Measured 15 minutes on a 2-core CPU
+shared with other jobs (load 6-19, OMP_NUM_THREADS=1); from step times on an idle one (0.07 s
+per fine-tuning update, 0.09 s per scratch update, batch 16) about 4 minutes, not yet measured.
 """
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
