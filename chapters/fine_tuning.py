@@ -10,9 +10,9 @@
 # (`scratch_net`) does much worse in the same number of epochs.
 #
 # Run it: `python -m chapters.fine_tuning [--quick] [--devices cpu:2]` (`--help` lists the
-# settings), or open `notebooks/fine_tuning.ipynb` (`make notebooks`). `--quick` takes about
-# 1 minute on 2 idle cores (59.5 s measured, offline path; 113 s with other jobs running,
-# load 9, OMP_NUM_THREADS=1).
+# settings), or open `notebooks/fine_tuning.ipynb` (`make notebooks`). `--quick` offline (4
+# face photos per class, 40 epochs) took 45 s on 2 cores shared with other jobs (load 5.5-6.3,
+# OMP_NUM_THREADS=1).
 #
 # Offline (no `data/hotdog.zip`, no network) the same cells run on what the package
 # registries provide: MobileNetV2 with torchvision's ImageNet weights, and scikit-image's

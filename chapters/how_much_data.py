@@ -183,13 +183,13 @@ print('Curve in %s' % path)
 #   (batches of 8), as the TensorFlow text says. It also needs a smaller learning rate:
 #   with the statistics fixed, nothing renormalises the activations after a large step, and
 #   0.003 already diverges where updating statistics cope with 0.01 (the fine-tuning
-#   chapter's quick run).
+#   chapter's quick run on hotdog).
 # - Frozen features need a small learning rate only with few images: at lr 1 the output
 #   layer fits 8 images in a few steps and the result depends on which 8.
 # - Scratch: 0.03 did better than 0.01 with 4 photos per class (0.1 and 0.03 at 32 per class
 #   were not measured). Its BatchNorm momentum is 0.5, so that the running averages forget
 #   their start (mean 0, variance 1) within a few of its 40 updates (the fine-tuning
-#   chapter's set_bn_momentum tells why 0.9 fails there).
+#   chapter's "Why --quick lowers the BatchNorm momentum" tells why 0.9 fails there).
 # - 40 updates and 120 updates give the same frozen-features accuracies (converged). The
 #   full run gives every method 120 updates at 96 px, with the same settings (not studied
 #   at that size).
