@@ -18,9 +18,9 @@
 #     python -m chapters.simple_object_detection --quick --exercises   # + the exercise table
 #     python -m chapters.simple_object_detection --predict 8           # reuse the saved model
 #
-# `--quick` (12000 scenes, offline MobileNetV2) took 29 minutes on a 2-core machine shared
-# with several other jobs (1 OpenMP thread, load 6); its 11.5 CPU-minutes suggest 6-7 minutes
-# on a quiet machine, not measured.
+# `--quick` (12000 scenes, offline MobileNetV2) took 17 minutes (1044 s) on a 2-core machine
+# shared with other jobs (OMP_NUM_THREADS=1, load 5 rising to 19), and 29 minutes in an
+# earlier run at load 6; 6-7 minutes on a quiet machine is an estimate, not measured.
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
@@ -380,7 +380,7 @@ if training:
 # the predicted and true boxes (`utils.bbox`), on scenes the model never saw, from images
 # through the whole detector. The model is saved with what `--predict` needs to rebuild it.
 # Measured (`--quick`, offline MobileNetV2, seed 0, 200 fresh scenes): shape accuracy 0.990,
-# mean IoU 0.644, validation loss 204.
+# mean IoU 0.639-0.644, validation loss 204-206 (two runs).
 
 
 # %%
