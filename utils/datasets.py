@@ -200,10 +200,12 @@ def _face_data(size, seed, per_class=ALL):
                                    transform=lambda X, y: transform(X, y, train_augs))
     test_imgs = ArrayImageDataset(test_x, test_y, synsets,
                                   transform=lambda X, y: transform(X, y, test_augs))
-    # the first two held-out photos of each class, then two photos from outside the data set:
-    # a face, and a coffee cup that is neither class
+    # the first two held-out photos of each class at their own 25 pixels (classify_hotdog
+    # resizes them as the test set was), then two photos from outside the data set: a face,
+    # and a coffee cup that is neither class
     from skimage import data as skdata
-    examples = [(test_x[i].astype(np.uint8), synsets[test_y[i]])
+    _, (test_photos, _), _ = load_faces(25, seed=seed)
+    examples = [(test_photos[i].astype(np.uint8), synsets[test_y[i]])
                 for c in (0, 1) for i in np.flatnonzero(test_y == c)[:2]]
     examples += [(os.path.join(skdata.data_dir, name), None) for name in FACE_PHOTOS]
     return train_imgs, test_imgs, 'faces', examples
