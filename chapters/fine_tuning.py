@@ -213,12 +213,15 @@ def classify_hotdog(net, fname, grey=False):
             img = image.imdecode(f.read())
     except Exception as err:  # OSError from open, MXNetError from the decoder
         raise UserError('%s cannot be read as an image (%s)' % (fname, str(err)[:80]))
-    if grey:
+    augs = test_augs
+    if grey:  # made like the data set's photos: 25 px, then resized once (bilinear), cropped
         img = img.astype('float32').mean(axis=2, keepdims=True)
         img = image.imresize(image.center_crop(img, (min(img.shape[:2]),) * 2)[0],
-                             FACE_PIXELS, FACE_PIXELS, interp=1).reshape(
-                                 (FACE_PIXELS, FACE_PIXELS, 1)).tile((1, 1, 3))
-    data, _ = utils.transform(img, -1, test_augs)
+                             FACE_PIXELS, FACE_PIXELS, interp=1)
+        side = args.image_size * 256 // 224
+        img = image.imresize(img, side, side, interp=1).reshape((side, side, 1)).tile((1, 1, 3))
+        _, augs = utils.augmentations(args.image_size, resize=False)
+    data, _ = utils.transform(img, -1, augs)
     data = data.expand_dims(axis=0)
     out = net(data.as_in_context(ctx[0]))
     out = nd.softmax(out)
