@@ -1,4 +1,6 @@
 """The fine-tuning chapter: the hotdog path against a local mirror, the offline path, bad data."""
+import argparse
+
 import numpy as np
 import pytest
 from mxnet import nd
@@ -22,20 +24,61 @@ def test_hotdog_path_downloads_verifies_extracts_and_trains(tmp_path, hotdog_mir
         assert len(history['test_acc']) == 1 and 0 <= history['test_acc'][0] <= 1
     out = capsys.readouterr().out
     assert 'hotdog: 12 training and 4 test images' in out
-    assert 'With prob=' in out
+    assert '1.png (true class: hotdog): With prob=' in out
+    assert '1.png (true class: not-hotdog): With prob=' in out
     for png in ('train_images.png', 'finetune_vs_scratch.png'):
         assert (tmp_path / 'out' / png).stat().st_size > 1000
 
 
-def test_offline_faces_path(run_chapter, capsys):
+def test_offline_faces_path(tmp_path, run_chapter, capsys):
     _, result = run_chapter('fine_tuning', *TINY, '--dataset', 'faces')
     assert result['dataset'] == 'faces' and result['model'] == 'mobilenetv2_1.0'
     assert result['devices'] == ['cpu(0)']
     out = capsys.readouterr().out
     assert 'faces: 160 training and 40 test images' in out
-    assert out.count('With prob=') == 2  # astronaut.png and coffee.png
+    # two held-out photos of each class with their true class, then astronaut.png and coffee.png
+    assert out.count('With prob=') == 6
+    assert out.count('(true class: face)') == 2 and out.count('(true class: not-face)') == 2
+    assert 'coffee.png (not from the data set): With prob=' in out
+    assert (tmp_path / 'out' / 'held_out_0_face.png').exists()
     assert 'finetune_net' in out and 'mean last 3' in out  # the table
     assert result['wall_seconds'] > 0
+
+
+def test_quick_on_the_faces_is_data_scarce_unless_told_otherwise(run_chapter, capsys):
+    namespace, _ = run_chapter('fine_tuning', '--quick', '--dataset', 'faces', '--epochs', '1',
+                               '--image-size', '32')
+    args = namespace['args']
+    assert 'faces: 8 training and 40 test images' in capsys.readouterr().out
+    assert (args.epochs, args.batch_size, args.per_class) == (1, 8, 4)  # --epochs given wins
+    assert (args.learning_rate, args.finetune_batchnorm) == (0.001, 'inference')
+    assert all(bn._kwargs['use_global_stats'] for bn in utils.batchnorms(
+        namespace['finetune_net'].features))
+    assert sorted(namespace['train_imgs'][i][1] for i in range(8)) == [0.0] * 4 + [1.0] * 4
+
+
+def test_quick_faces_settings_given_on_the_command_line_win(run_chapter, capsys):
+    namespace, _ = run_chapter('fine_tuning', '--quick', '--dataset', 'faces', '--epochs', '1',
+                               '--image-size', '32', '--per-class', 'all',
+                               '--finetune-batchnorm', 'update', '--learning-rate', '0.01')
+    args = namespace['args']
+    assert 'faces: 160 training and 40 test images' in capsys.readouterr().out
+    assert (args.batch_size, args.learning_rate, args.finetune_batchnorm) == (8, 0.01, 'update')
+
+
+def test_the_exercises_data_keeps_every_face_photo():
+    """hotdog_or_faces without faces_settings (the exercises, feature extraction): all 160."""
+    args = argparse.Namespace(dataset='faces', seed=0, quick=True)
+    train_imgs, test_imgs, dataset, examples = utils.hotdog_or_faces(args, 32)
+    assert (dataset, len(train_imgs), len(test_imgs)) == ('faces', 160, 40)
+    assert [truth for _, truth in examples] == ['face', 'face', 'not-face', 'not-face', None, None]
+
+
+def test_per_class_subset_of_the_hotdog_folder(tmp_path, hotdog_mirror, run_chapter, capsys):
+    url, sha1 = hotdog_mirror()
+    run_chapter('fine_tuning', *TINY, '--dataset', 'hotdog', '--data-dir', str(tmp_path / 'd'),
+                '--data-url', url, '--data-sha1', sha1, '--per-class', '2')
+    assert 'hotdog: 4 training and 4 test images' in capsys.readouterr().out
 
 
 def test_hotdog_asked_explicitly_without_network_is_an_error(tmp_path, dead_url, run_chapter,

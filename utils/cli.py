@@ -15,8 +15,9 @@ A chapter is a script read top to bottom, cells marked `# %%`. Near its top, a s
   returns its namespace (what tests use).
 
 Every chapter also takes --quick, --devices, --seed, --out, --metrics-json, --no-progress and
---kvstore. A user error (utils.errors.UserError) ends a command-line run with one line on
-stderr and status 2, never a traceback.
+--kvstore; `args.given` names the settings the command line gave. A user error
+(utils.errors.UserError) ends a command-line run with one line on stderr and status 2, never a
+traceback.
 """
 import argparse
 import os
@@ -114,7 +115,21 @@ def settings(chapter, title, **options):
     for name, spec in options.items():
         if spec['quick'] is not None and getattr(args, name) is None:
             setattr(args, name, spec['quick'] if args.quick else spec['default'])
+    args.given = given_settings(parser, argv)
     return args
+
+
+def given_settings(parser, argv):
+    """The names of the settings `argv` gives (what a chapter's own defaults must not
+    override): parsed again with every default suppressed."""
+    saved = [(action, action.default) for action in parser._actions]
+    for action, _ in saved:
+        action.default = argparse.SUPPRESS
+    try:
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in saved:
+            action.default = default
 
 
 @main_guard

@@ -12,6 +12,7 @@ from mxnet import gluon, image, nd
 from .cli import opt
 from .download import DownloadError, download, extract
 from .errors import UserError
+from .split import ALL, per_class_subset
 from .split import split_per_class
 from .transforms import augmentations, transform
 
@@ -143,11 +144,17 @@ def hotdog_urls(mirrors=None):
     return list(mirrors or []) + extra + list(HOTDOG_URLS)
 
 
-def hotdog_or_faces(args, size, resize_hotdog=True):
-    """(train_imgs, test_imgs, data set name, example files) at `size`-pixel crops, with the
+def hotdog_or_faces(args, size, resize_hotdog=True, faces_settings=None):
+    """(train_imgs, test_imgs, data set name, examples) at `size`-pixel crops, with the
     text's train_augs and test_augs, from HOTDOG_SETTINGS and `args.seed`.
 
     --dataset auto: hotdog when it can be downloaded (or is in data/), else faces offline.
+    `args.per_class` (if the chapter has it; default all): training images kept per class,
+    drawn with `args.seed` (utils.few_shot.per_class_subset). `faces_settings`: settings
+    {name: value} that replace those of `args` when the faces are used, except the ones
+    given on the command line (`args.given`).
+    examples: [(photo, its true class or None)] for classify_hotdog; a photo is a file name
+    or a uint8 HWC image (a held-out face photo).
     """
     if args.dataset in ('auto', 'hotdog'):
         kwargs = {'urls': hotdog_urls(args.data_url), 'sha1': args.data_sha1}
@@ -155,34 +162,52 @@ def hotdog_or_faces(args, size, resize_hotdog=True):
             kwargs['data_dir'] = args.data_dir
         folder, why = hotdog_available(**kwargs)
         if folder:
-            return _hotdog_data(folder, size, resize_hotdog)
+            return _hotdog_data(folder, size, resize_hotdog, _per_class(args), args.seed)
         if args.dataset == 'hotdog':
             raise UserError(why)
         print('hotdog data unavailable (no data/hotdog.zip, no network): running offline on '
               "scikit-image's face / not-face photos with MobileNetV2 ImageNet weights")
-    return _face_data(size, args.seed)
+    for name, value in (faces_settings or {}).items():
+        if name not in getattr(args, 'given', ()):
+            setattr(args, name, value)
+    return _face_data(size, args.seed, _per_class(args))
 
 
-def _hotdog_data(folder, size, resize=True):
+def _per_class(args):
+    return getattr(args, 'per_class', None) or ALL
+
+
+def _hotdog_data(folder, size, resize=True, per_class=ALL, seed=0):
     train_augs, test_augs = augmentations(size, resize)
     train_imgs = image_folder(os.path.join(folder, 'train'),
                               transform=lambda X, y: transform(X, y, train_augs))
     test_imgs = image_folder(os.path.join(folder, 'test'),
                              transform=lambda X, y: transform(X, y, test_augs))
-    examples = [test_imgs.items[i][0] for i in (0, len(test_imgs) // 2, len(test_imgs) - 1)]
+    keep = per_class_subset([label for _, label in train_imgs.items], per_class, seed)
+    train_imgs.items = [train_imgs.items[i] for i in keep]
+    # held-out photos of each class, with their true class
+    examples = [(test_imgs.items[i][0], test_imgs.synsets[test_imgs.items[i][1]])
+                for i in (0, 1, len(test_imgs) - 2, len(test_imgs) - 1)]
     return train_imgs, test_imgs, 'hotdog', examples
 
 
-def _face_data(size, seed):
+def _face_data(size, seed, per_class=ALL):
     # The 25-pixel photos are resized once, to what the resize step would give, then cropped.
     train_augs, test_augs = augmentations(size, resize=False)
     (train_x, train_y), (test_x, test_y), synsets = load_faces(size * 256 // 224, seed=seed)
-    train_imgs = ArrayImageDataset(train_x, train_y, synsets,
+    keep = per_class_subset(train_y, per_class, seed)
+    train_imgs = ArrayImageDataset(train_x[keep], train_y[keep], synsets,
                                    transform=lambda X, y: transform(X, y, train_augs))
     test_imgs = ArrayImageDataset(test_x, test_y, synsets,
                                   transform=lambda X, y: transform(X, y, test_augs))
+    # the first two held-out photos of each class at their own 25 pixels (classify_hotdog
+    # resizes them as the test set was), then two photos from outside the data set: a face,
+    # and a coffee cup that is neither class
     from skimage import data as skdata
-    examples = [os.path.join(skdata.data_dir, name) for name in FACE_PHOTOS]
+    _, (test_photos, _), _ = load_faces(25, seed=seed)
+    examples = [(test_photos[i].astype(np.uint8), synsets[test_y[i]])
+                for c in (0, 1) for i in np.flatnonzero(test_y == c)[:2]]
+    examples += [(os.path.join(skdata.data_dir, name), None) for name in FACE_PHOTOS]
     return train_imgs, test_imgs, 'faces', examples
 
 
