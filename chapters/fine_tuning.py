@@ -27,6 +27,7 @@ import numpy as np
 from mxnet import gluon, image, init, nd
 
 from utils import opt
+from utils.cli import image_file
 from utils.errors import UserError
 
 # %% [markdown]
@@ -43,7 +44,7 @@ from utils.errors import UserError
 args = utils.settings(
     'fine_tuning', 'Fine-tuning: transfer learning from ImageNet to hotdog / not-hotdog',
     predict=opt(None, 'image files for classify_hotdog (default: a few test images)',
-                nargs='*', metavar='IMAGE'),
+                nargs='*', metavar='IMAGE', type=image_file),
     **utils.FINE_TUNING_SETTINGS, **utils.HOTDOG_SETTINGS)
 run = utils.Run(args, 'fine_tuning')  # wall time, metrics, the figure folder
 ctx = utils.parse_devices(args.devices)
