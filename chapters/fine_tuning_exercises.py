@@ -91,7 +91,8 @@ def train_with_decay(net, epochs):
     first = min(args.decay_epoch, epochs)
     history = train(net, epochs=first)
     if epochs > first:
-        later = train(net, epochs=epochs - first, learning_rate=args.learning_rate / 10)
+        later = train(net, epochs=epochs - first, learning_rate=args.learning_rate / 10,
+                      first_epoch=first)
         history = {key: history[key] + later[key] for key in history}
     return history
 

@@ -56,11 +56,12 @@ def pretrained_for(dataset, model='auto'):
 
 def train_fine_tuning(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10,
                       learning_rate=0.01, wd=0.001, output_lr_mult=1.0, bn_momentum=0.9,
-                      progress=None, seed=None):
+                      progress=None, seed=None, first_epoch=0):
     """The text's train(): hybridize, SGD, softmax cross-entropy, utils.train on `ctx`.
 
     output_lr_mult: learning-rate multiplier of `net.output`; bn_momentum: of every BatchNorm's
-    running averages (the fine-tuning chapter tells why --quick lowers it). Returns the history.
+    running averages (the fine-tuning chapter tells why --quick lowers it). first_epoch: as in
+    utils.train, for a schedule trained in several calls. Returns the history.
     """
     set_bn_momentum(net, bn_momentum)
     train_data = gluon.data.DataLoader(train_imgs, batch_size, shuffle=True)
@@ -75,4 +76,4 @@ def train_fine_tuning(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10,
     trainer = gluon.Trainer(net.collect_params(), 'sgd', {
         'learning_rate': learning_rate, 'wd': wd})
     return train(train_data, test_data, net, loss, trainer, ctx, epochs,
-                 progress=progress, seed=seed)
+                 progress=progress, seed=seed, first_epoch=first_epoch)
