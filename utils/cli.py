@@ -371,7 +371,7 @@ class Run:
     """Wall time and metrics of one chapter run; `finish` prints and writes them."""
 
     def __init__(self, args, chapter):
-        self.settings = args
+        self.args = args
         self.start = time.time()
         self.metrics = {'chapter': chapter, 'quick': bool(args.quick),
                         'machine': '%s, %d cores' % (platform.machine(), os.cpu_count() or 1),
