@@ -142,3 +142,15 @@ def test_command_line_refuses_before_any_work():
     assert done.stderr == ('fine_tuning: error: argument --predict: /nonexistent.png: no such '
                            'file (--help lists the settings)\n')
     assert done.stdout == ''
+
+
+def test_detection_split_leaving_no_validation_scene_is_refused_before_work(tmp_path, capsys):
+    from utils.cli import run_chapter
+    with pytest.raises(SystemExit) as stop:
+        run_chapter('chapters.simple_object_detection', [
+            '--num-examples', '20', '--validation-split', '0.01', '--out', str(tmp_path / 'o')])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err == ('error: --num-examples 20 with --validation-split 0.01 leaves 0 validation '
+                   'scenes: give more scenes or another split\n')
+    assert not (tmp_path / 'o').exists()  # nothing started
