@@ -35,6 +35,8 @@ from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
 from utils import opt
+from utils.cli import (PIXELS, fraction, image_path, non_negative_int, readable_dir,
+                       writable_file)
 from utils.datasets import IMAGE_SUFFIXES
 from utils.errors import UserError, one_line
 from utils.files import write_json, zip_bundle_reader, zip_bundle_writer
@@ -49,23 +51,22 @@ args = utils.settings(
     'custom_classes', 'Your own classes on a frozen MobileNet: rock-paper-scissors for '
     "anyone's pictures",
     images=opt(None, 'one sub-folder of pictures per class (30-50 each is plenty); default: '
-                     'a generated demo folder in OUT/demo_images', metavar='DIR'),
+                     'a generated demo folder in OUT/demo_images', metavar='DIR',
+               type=readable_dir),
     model_file=opt(None, 'where the trained model is saved / read (default OUT/model.zip)',
-                   metavar='PATH'),
+                   metavar='PATH', type=writable_file),
     predict=opt(None, 'picture files or folders to classify with the saved model',
-                nargs='+', metavar='PATH'),
+                nargs='+', metavar='PATH', type=image_path),
     webcam=opt(False, 'classify the camera picture live (q quits)'),
-    camera=opt(0, 'OpenCV camera index'),
+    camera=opt(0, 'OpenCV camera index', type=non_negative_int),
     per_class=opt(40, 'pictures per class of the demo folder', quick=30),
-    image_size=opt(224, 'picture size in pixels'),
+    image_size=opt(224, 'picture size in pixels', type=PIXELS),
     epochs=opt(20, 'training epochs of the head'),
     batch_size=opt(24, 'pictures per batch'),
     learning_rate=opt(1e-4, "Adam's learning rate"),
     val_fraction=opt(0.2, 'share of each class held out to measure accuracy (0: train on all, '
-                          'as the text does)'))
+                          'as the text does)', type=fraction()))
 args.model_file = args.model_file or os.path.join(args.out, 'model.zip')
-if not 0 <= args.val_fraction < 1:
-    raise UserError('--val-fraction must be at least 0 and below 1, got %s' % args.val_fraction)
 training = not (args.predict or args.webcam)
 run = utils.Run(args, 'custom_classes')
 ctx = utils.parse_devices(args.devices)

@@ -29,6 +29,7 @@ from mxnet import gluon, recordio
 from mxnet.gluon.data.vision import transforms
 
 from utils import opt
+from utils.cli import non_negative_int, readable_dir
 from utils.datasets import IMAGE_SUFFIXES
 from utils.errors import UserError
 from utils.files import atomic_path
@@ -42,16 +43,16 @@ args = utils.settings(
     'data_pipeline', "Loading and preprocessing data: tf.data's Data API and TFRecord, with "
     'gluon.data and RecordIO',
     images=opt(None, 'an image folder (one sub-folder per class) to pack and measure; '
-                     'default: generated scenes in OUT/images', metavar='DIR'),
+                     'default: generated scenes in OUT/images', metavar='DIR',
+               type=readable_dir),
     num_images=opt(1000, 'generated images', quick=400),
-    workers=opt([0, 1, 2], 'worker process counts to measure', nargs='+'),
+    workers=opt([0, 1, 2], 'worker process counts to measure', nargs='+',
+                type=non_negative_int),
     repeats=opt(2, 'passes per measurement, the best one counts', quick=1),
     batch_size=opt(32, 'images per batch'),
     encoding=opt('raw', "what the record holds: the files' own bytes (raw, like im2rec "
                         "--pass-through), or the pictures re-encoded",
                  choices=['raw', '.png', '.jpg']))
-if any(w < 0 for w in args.workers):
-    raise UserError('--workers takes counts of 0 or more, got %s' % args.workers)
 run = utils.Run(args, 'data_pipeline')
 utils.seed_everything(args.seed)
 CLASSES = ('triangle', 'rectangle')

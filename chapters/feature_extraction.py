@@ -34,6 +34,7 @@ from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
 from utils import opt
+from utils.cli import PIXELS
 from utils.plotting import plt, save_figure
 
 # %% [markdown]
@@ -43,12 +44,12 @@ from utils.plotting import plt, save_figure
 args = utils.settings(
     'feature_extraction', 'Transfer learning and fine-tuning: feature extraction, then '
     'fine-tuning the top of MobileNetV2',
-    image_size=opt(160, 'crop size in pixels (the text: 160)', quick=96),
+    image_size=opt(160, 'crop size in pixels (the text: 160)', quick=96, type=PIXELS),
     batch_size=opt(32, 'images per batch'),
     initial_epochs=opt(None, 'feature-extraction epochs; default: 10 on hotdog (63 batches '
                              'each, as in the text), 100 on the 160 face photos (5 batches '
                              'each: about the same number of steps; cached, they take '
-                             'seconds)', type=int),
+                             'seconds)', type=utils.cli.positive_int),
     fine_tune_epochs=opt(10, 'fine-tuning epochs', quick=5),
     base_learning_rate=opt(1e-4, "Adam's learning rate for the head; fine-tuning uses one "
                                  "tenth"),

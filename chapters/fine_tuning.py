@@ -27,6 +27,7 @@ import numpy as np
 from mxnet import gluon, image, init, nd
 
 from utils import opt
+from utils.cli import image_file
 from utils.errors import UserError
 from utils.few_shot import parse_per_class
 
@@ -50,7 +51,7 @@ from utils.few_shot import parse_per_class
 args = utils.settings(
     'fine_tuning', 'Fine-tuning: transfer learning from ImageNet to hotdog / not-hotdog',
     predict=opt(None, 'image files for classify_hotdog (default: a few test images)',
-                nargs='*', metavar='IMAGE'),
+                nargs='*', metavar='IMAGE', type=image_file),
     per_class=opt('all', 'training images per class, drawn with --seed, or "all" (--quick on '
                          'the faces: 4)', type=parse_per_class, metavar='N'),
     finetune_batchnorm=opt('update', "finetune_net's BatchNorm: 'update' (as in the text) or "

@@ -36,12 +36,14 @@ from utils import opt
 args = utils.settings(
     'fine_tuning_exercises', 'The five exercises of the fine-tuning chapter',
     exercise=opt('all', 'which exercise', choices=['all', '1', '2', '3', '4', '5']),
-    long_epochs=opt(None, 'exercise 1: epochs (default 3x --epochs)', type=int),
+    long_epochs=opt(None, 'exercise 1: epochs (default 3x --epochs)', type=utils.cli.positive_int),
     decay_epoch=opt(None, 'exercise 1: divide the learning rate by 10 here (default: two '
-                          'thirds of --long-epochs)', type=int),
+                          'thirds of --long-epochs)', type=utils.cli.positive_int),
     **utils.FINE_TUNING_SETTINGS, **utils.HOTDOG_SETTINGS)
-args.long_epochs = args.long_epochs or 3 * args.epochs
-args.decay_epoch = args.decay_epoch or (2 * args.long_epochs) // 3
+if args.long_epochs is None:
+    args.long_epochs = 3 * args.epochs
+if args.decay_epoch is None:
+    args.decay_epoch = (2 * args.long_epochs) // 3
 chosen = [1, 2, 3, 4, 5] if args.exercise == 'all' else [int(args.exercise)]
 run = utils.Run(args, 'fine_tuning_exercises')
 ctx = utils.parse_devices(args.devices)
@@ -89,7 +91,8 @@ def train_with_decay(net, epochs):
     first = min(args.decay_epoch, epochs)
     history = train(net, epochs=first)
     if epochs > first:
-        later = train(net, epochs=epochs - first, learning_rate=args.learning_rate / 10)
+        later = train(net, epochs=epochs - first, learning_rate=args.learning_rate / 10,
+                      first_epoch=first)
         history = {key: history[key] + later[key] for key in history}
     return history
 

@@ -28,6 +28,7 @@ import skimage
 from mxnet import nd
 
 from utils import opt
+from utils.cli import image_file, one_of, size_in
 from utils.model_store import input_size, known_models
 from utils.torchvision_weights import OFFLINE_MODEL
 
@@ -48,11 +49,10 @@ args = utils.settings(
     'of a few real photos',
     images=opt(None, 'image files (default: %s)'
                % ', '.join(os.path.basename(p) for p in default_photos),
-               nargs='*', positional=True),
-    model=opt(OFFLINE_MODEL, 'pretrained network, one of: %s' % ', '.join(known_models())),
-    top=opt(5, 'classes shown per image'))
-if not 1 <= args.top <= 1000:
-    raise utils.UserError('--top %d: give a number of classes from 1 to 1000' % args.top)
+               nargs='*', positional=True, type=image_file),
+    model=opt(OFFLINE_MODEL, 'pretrained network, one of: %s' % ', '.join(known_models()),
+              type=one_of(known_models(), 'model')),
+    top=opt(5, 'classes shown per image', type=size_in(1, 1000)))
 run = utils.Run(args, 'pretrained_predict')
 ctx = utils.parse_devices(args.devices)[0]
 paths = args.images or default_photos

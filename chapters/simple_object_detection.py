@@ -35,6 +35,7 @@ from mxnet import gluon, init
 from mxnet.gluon import nn
 
 from utils import opt
+from utils.cli import PIXELS, fraction, non_negative_int, positive_int, size_in
 from utils.bbox import decode, detection_metrics
 from utils.errors import UserError, one_line
 from utils.files import checked_path, damage, write_json
@@ -68,26 +69,34 @@ args = utils.settings(
     'MobileNet on synthetic scenes',
     base=opt('auto', 'the pretrained base', choices=['auto', 'mobilenet0.25', 'mobilenetv2_1.0']),
     random_base=opt(False, 'random base weights instead of ImageNet ones (for tests)'),
-    num_examples=opt(2000, 'training + validation scenes (the text: 2000)', quick=12000),
+    num_examples=opt(2000, 'training + validation scenes (the text: 2000)', quick=12000,
+                     type=size_in(20, 1000000)),
     initial_epochs=opt(100, 'phase 1, base frozen (the text: 100)', quick=12),
     fine_tuning_epochs=opt(100, 'phase 2, top layers unfrozen (the text: 100)', quick=6),
     batch_size=opt(128, 'phase 1; phase 2 halves it'),
-    validation_split=opt(0.15, 'share of the scenes kept for validation'),
-    input_size=opt(224, 'pixels the scenes are resized to (the text: 224)', quick=128),
+    validation_split=opt(0.15, 'share of the scenes kept for validation',
+                         type=fraction(include_low=False)),
+    input_size=opt(224, 'pixels the scenes are resized to (the text: 224)', quick=128,
+                   type=PIXELS),
     head=opt('text', "text: Flatten-Dense(200)-Dense(5); conv: a 1x1 conv to 16 channels first",
              quick='conv', choices=['text', 'conv']),
     lr1=opt(5e-3, 'phase 1 RMSProp rate (the text)'),
     lr2=opt(2e-4, 'phase 2 RMSProp rate (the text: 2e-3, unstable, see above)'),
     lr_drop=opt(None, 'divide the rate by 5 after this fraction of each phase (--quick: 0.5)',
-                type=float, metavar='FRACTION'),
+                type=fraction(include_low=False), metavar='FRACTION'),
     unfreeze=opt(3, 'top base layers unfrozen in phase 2: conv_pw groups (mobilenet0.25) or '
-                    'bottleneck blocks (mobilenetv2_1.0)'),
+                    'bottleneck blocks (mobilenetv2_1.0)', type=non_negative_int),
     test_scenes=opt(200, 'fresh scenes to evaluate'),
-    predict=opt(None, 'load the saved model and draw N new scenes; no training', type=int,
+    predict=opt(None, 'load the saved model and draw N new scenes; no training', type=positive_int,
                 metavar='N'),
     params=opt(None, 'saved model (default: OUT/detector.params)'),
     exercises=opt(False, 'also run exercise 5 (no label scaling), exercise 6 (unfreeze '
                          'fewer/more layers), the two-output variant and the text head'))
+validation_scenes = args.num_examples - int(round(args.num_examples * (1 - args.validation_split)))
+if not 1 <= validation_scenes < args.num_examples:
+    raise UserError('--num-examples %d with --validation-split %g leaves %d validation scenes: '
+                    'give more scenes or another split' % (args.num_examples, args.validation_split,
+                                                           validation_scenes))
 if args.lr_drop is None and args.quick:
     args.lr_drop = 0.5
 args.params = args.params or os.path.join(args.out, 'detector.params')

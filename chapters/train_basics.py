@@ -32,7 +32,7 @@ from utils.distributed import create_kvstore, make_trainer, shard_dataset, worke
 
 # %%
 args = utils.settings('train_basics', 'utils.train on generated data: the training loop of '
-                      'every chapter, in seconds',
+                      'every chapter, in seconds', distributed=True,
                       epochs=opt(5, 'training epochs'),
                       batch_size=opt(64, 'points per batch'))
 kv = create_kvstore(args.kvstore)  # with dist_sync: this worker's rank among num_workers

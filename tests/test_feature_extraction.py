@@ -35,7 +35,11 @@ def test_tiny_offline_run_writes_metrics_and_figures(tiny_run):
     assert len(result['history']['val_accuracy']) == 2
     assert len(result['history_fine']['val_accuracy']) == 1
     assert 0 <= result['test_accuracy'] <= 1
-    assert result['head_epoch_seconds']['speedup'] > 1
+    # the head epoch timed both ways (the speedup is a timing: benchmarks/feature_cache.py)
+    seconds = result['head_epoch_seconds']
+    assert seconds['cached'] > 0 and seconds['recomputed'] > 0
+    assert seconds['speedup'] == pytest.approx(seconds['recomputed'] / seconds['cached'])
+    assert len(tiny_run[0]['recomputed']['images_per_sec']) == 1  # one epoch, recomputing
     bn = result['bn_comparison']
     assert bn['BatchNorm in inference mode']['max_running_stat_change'] == 0
     assert bn['BatchNorm statistics updating']['max_running_stat_change'] > 0

@@ -178,3 +178,40 @@ def test_train_arrays_two_contexts_match_one(n):
     np.testing.assert_allclose(h1['loss'], h2['loss'], rtol=1e-5)
     np.testing.assert_allclose(h1['val_loss'], h2['val_loss'], rtol=1e-5)
     assert h1['loss'][1] < h1['loss'][0]
+
+
+def test_schedule_in_two_calls_continues_the_epoch_seeds():
+    """A learning-rate drop trains in two calls (fine_tuning_exercises, exercise 1): with
+    first_epoch the second call's epochs draw new shuffles and dropout masks, so the two calls
+    end where one call of all epochs does; without it they replayed epoch 0's."""
+    x, y = blobs(50)
+    data = gluon.data.DataLoader(gluon.data.ArrayDataset(x, y), 16, shuffle=True)
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    quiet = dict(progress=False, print_fn=lambda *a: None, seed=7)
+
+    def run(calls):
+        net = mlp([mx.cpu()], dropout=0.3)
+        trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.5})
+        for epochs, first_epoch in calls:
+            utils.train(data, None, net, loss, trainer, mx.cpu(), epochs, first_epoch=first_epoch,
+                        **quiet)
+        return params_of(net)
+
+    straight = run([(3, 0)])
+    for name, value in run([(1, 0), (2, 1)]).items():
+        np.testing.assert_allclose(value, straight[name], atol=1e-6, err_msg=name)
+    replayed = run([(1, 0), (2, 0)])  # what the exercise did: epochs 0, 0, 1
+    assert any(not np.allclose(value, straight[name], atol=1e-4)
+               for name, value in replayed.items())
+
+
+def test_train_fine_tuning_passes_the_first_epoch(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(utils.finetune, 'train',
+                        lambda *args, **kwargs: seen.update(kwargs) or 'history')
+    net = nn.HybridSequential()
+    net.add(nn.Dense(2))
+    net.initialize()
+    assert utils.train_fine_tuning(net, [mx.cpu()], [], [], epochs=2, seed=3,
+                                   first_epoch=4) == 'history'
+    assert (seen['seed'], seen['first_epoch']) == (3, 4)

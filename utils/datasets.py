@@ -9,7 +9,7 @@ import os
 import numpy as np
 from mxnet import gluon, image, nd
 
-from .cli import opt
+from .cli import opt, sha1_hex, writable_dir
 from .download import DownloadError, download, extract
 from .errors import UserError
 from .split import ALL, per_class_subset
@@ -129,11 +129,11 @@ HOTDOG_SETTINGS = dict(
                 choices=['auto', 'hotdog', 'faces']),
     data_dir=opt(os.environ.get('GLUON_TRANSFER_DATA'),
                  'where hotdog.zip is downloaded and extracted (default: data/, or '
-                 '$GLUON_TRANSFER_DATA)'),
+                 '$GLUON_TRANSFER_DATA)', type=writable_dir),
     data_url=opt(None, 'mirror of hotdog.zip, tried before the default URLs (also $HOTDOG_URL)',
                  action='append'),
     data_sha1=opt(os.environ.get('HOTDOG_SHA1', HOTDOG_SHA1),
-                  "sha1 of the mirror's hotdog.zip (also $HOTDOG_SHA1)"),
+                  "sha1 of the mirror's hotdog.zip (also $HOTDOG_SHA1)", type=sha1_hex),
 )
 FACE_PHOTOS = ('astronaut.png', 'coffee.png')  # a face, and no face: for classify_hotdog
 

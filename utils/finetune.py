@@ -3,9 +3,9 @@ network, and its `train` (hybridize, SGD, softmax cross-entropy, utils.train).""
 from mxnet import gluon
 
 from .block import set_bn_momentum
-from .cli import opt
+from .cli import PIXELS, fraction, non_negative_float, one_of, opt
 from .errors import UserError
-from .model_store import get_pretrained
+from .model_store import get_pretrained, known_models
 from .torchvision_weights import OFFLINE_MODEL
 from .training import train
 
@@ -16,14 +16,16 @@ MODEL_FOR = {'hotdog': 'resnet18_v2', 'faces': OFFLINE_MODEL}
 FINE_TUNING_SETTINGS = dict(
     model=opt('auto', "pretrained model: auto (hotdog: resnet18_v2 from the model store, "
                       "faces: mobilenetv2_1.0 from the offline weights) or any name "
-                      "utils.get_pretrained knows"),
+                      "utils.get_pretrained knows",
+              type=one_of(['auto'] + known_models(), 'model')),
     epochs=opt(10, 'training epochs of each net'),
     batch_size=opt(64, 'images per batch', quick=32),
-    image_size=opt(224, 'crop size in pixels', quick=96),
+    image_size=opt(224, 'crop size in pixels', quick=96, type=PIXELS),
     learning_rate=opt(0.01, "SGD's learning rate"),
-    wd=opt(0.001, 'weight decay'),
+    wd=opt(0.001, 'weight decay', type=non_negative_float),
     output_lr_mult=opt(1.0, 'learning-rate multiplier of the new output layer', quick=10.0),
-    bn_momentum=opt(0.9, 'momentum of the BatchNorm running averages of both nets', quick=0.5),
+    bn_momentum=opt(0.9, 'momentum of the BatchNorm running averages of both nets', quick=0.5,
+                    type=fraction()),
 )
 
 
@@ -54,11 +56,12 @@ def pretrained_for(dataset, model='auto'):
 
 def train_fine_tuning(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10,
                       learning_rate=0.01, wd=0.001, output_lr_mult=1.0, bn_momentum=0.9,
-                      progress=None, seed=None):
+                      progress=None, seed=None, first_epoch=0):
     """The text's train(): hybridize, SGD, softmax cross-entropy, utils.train on `ctx`.
 
     output_lr_mult: learning-rate multiplier of `net.output`; bn_momentum: of every BatchNorm's
-    running averages (the fine-tuning chapter tells why --quick lowers it). Returns the history.
+    running averages (the fine-tuning chapter tells why --quick lowers it). first_epoch: as in
+    utils.train, for a schedule trained in several calls. Returns the history.
     """
     set_bn_momentum(net, bn_momentum)
     train_data = gluon.data.DataLoader(train_imgs, batch_size, shuffle=True)
@@ -73,4 +76,4 @@ def train_fine_tuning(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10,
     trainer = gluon.Trainer(net.collect_params(), 'sgd', {
         'learning_rate': learning_rate, 'wd': wd})
     return train(train_data, test_data, net, loss, trainer, ctx, epochs,
-                 progress=progress, seed=seed)
+                 progress=progress, seed=seed, first_epoch=first_epoch)

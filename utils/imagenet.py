@@ -10,6 +10,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 from mxnet.gluon.data.vision import transforms
+from PIL import Image
 
 from .errors import UserError, one_line
 
@@ -17,20 +18,32 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _resize_and_crop(size, resize):
-    return [transforms.Resize(resize, keep_ratio=True), transforms.CenterCrop(size)]
+def centre_crop(img, size=224, resize=256):
+    """torchvision's Resize(resize) and CenterCrop(size) of an HWC uint8 image (NDArray or
+    array), still uint8: the part `preprocess` keeps.
+
+    Done as torchvision does on PIL images: the shorter side to `resize` and the longer to
+    int(resize * long / short) with PIL's bilinear filter (which antialiases), the crop's
+    offsets rounded. Gluon's Resize and CenterCrop differ: OpenCV's bilinear without
+    antialiasing, and offsets rounded down (a pixel off on odd margins).
+    """
+    pil = Image.fromarray(img.asnumpy() if isinstance(img, nd.NDArray) else np.asarray(img))
+    width, height = pil.size
+    short, long = sorted((width, height))
+    new_long = int(resize * long / short)
+    width, height = (resize, new_long) if width <= height else (new_long, resize)
+    if (width, height) != pil.size:
+        pil = pil.resize((width, height), Image.BILINEAR)
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return nd.array(np.asarray(pil.crop((left, top, left + size, top + size))), dtype='uint8')
 
 
 def imagenet_transform(size=224, resize=256):
-    """torchvision's evaluation preprocessing as a Gluon transform of one HWC uint8 image:
-    shorter side to `resize`, centre crop `size`, CHW float in [0, 1], ImageNet mean/std."""
-    return transforms.Compose(_resize_and_crop(size, resize) + [
-        transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def centre_crop(img, size=224, resize=256):
-    """The part of an HWC uint8 image that `preprocess` keeps, still uint8 (for figures)."""
-    return transforms.Compose(_resize_and_crop(size, resize))(img)
+    """torchvision's evaluation preprocessing of one HWC uint8 image: shorter side to
+    `resize`, centre crop `size` (centre_crop), CHW float in [0, 1], ImageNet mean/std."""
+    to_tensor = transforms.Compose([transforms.ToTensor(),
+                                    transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return lambda img: to_tensor(centre_crop(img, size, resize))
 
 
 def preprocess(img, size=224, resize=256):

@@ -287,7 +287,8 @@ def format_epoch(epoch, history):
 
 
 def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progress=None,
-          seed=None, checkpoint=None, resume=False, sync_batchnorm=True, print_fn=print):
+          seed=None, first_epoch=0, checkpoint=None, resume=False, sync_batchnorm=True,
+          print_fn=print):
     """Train `net` for `num_epochs` epochs on the contexts `ctx`; return the history.
 
     The history holds, per epoch: mean training loss, training and test accuracy, seconds
@@ -296,6 +297,9 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
     progress: tqdm bar on stderr; None shows it only on a terminal.
     seed: when given, every epoch starts from generators seeded with (seed, epoch), which is
         what makes a resumed run end with the same parameters as an uninterrupted one.
+    first_epoch: the number of this call's first epoch, for those seeds: a schedule trained
+        in several calls (e.g. a learning-rate drop) passes the epochs trained so far, so the
+        later epochs get new shuffles and augmentations instead of replaying the first ones.
     checkpoint: a file written atomically after each epoch; with resume=True training
         continues from it when it exists.
     sync_batchnorm: with several contexts, average the replicas' BatchNorm running statistics
@@ -321,7 +325,7 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
     print_fn('Start training on', ctx)
     for epoch in range(start_epoch, num_epochs):
         if seed is not None:
-            seed_everything(seed * 1000 + epoch)
+            seed_everything(seed * 1000 + first_epoch + epoch)
         start = time.time()
         batch_losses, batch_correct = [], []
         samples = 0
