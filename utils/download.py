@@ -6,7 +6,6 @@ first and checks after, leaving a corrupt file in place), one re-fetch on a wron
 one-line message saying where to put the file by hand when there is no network.
 """
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -16,7 +15,7 @@ import zipfile
 from mxnet import gluon
 
 from .errors import UserError, one_line
-from .files import say_rebuilding, scratch_path, write_json
+from .files import file_digest, say_rebuilding, scratch_path, write_json
 
 
 class DownloadError(UserError):
@@ -65,7 +64,7 @@ def extract(archive, dest, sha1=None):
     interrupted extraction (no marker), another archive under the same name, or a file
     missing or cut short in `dest` makes it extract again, with one line saying why.
     """
-    sha1 = sha1 or _sha1_of(archive)
+    sha1 = sha1 or file_digest(archive, 'sha1')
     marker = os.path.join(dest, '.%s.extracted' % os.path.basename(archive))
     if os.path.exists(marker):
         reason = _extraction_damage(marker, dest, sha1)
@@ -95,14 +94,6 @@ def extract(archive, dest, sha1=None):
                         'again' % archive)
     write_json(marker, {'archive_sha1': sha1, 'sizes': sizes})
     return dest
-
-
-def _sha1_of(path):
-    digest = hashlib.sha1()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _extraction_damage(marker, dest, sha1):

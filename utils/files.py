@@ -47,11 +47,13 @@ def atomic_path(path):
 CHECKSUM_SUFFIX = '.sha256'
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
+def file_digest(path, algorithm='sha256'):
+    """Hex digest of a file's bytes, read in 1 MiB blocks (sha256 by default, 'sha1' for the
+    archives whose published checksums are sha1)."""
+    digest = hashlib.new(algorithm)
     with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
     return digest.hexdigest()
 
 
@@ -65,7 +67,7 @@ def checked_path(path):
     """
     with scratch_path(path) as tmp:
         yield tmp
-        digest = sha256_of(tmp)
+        digest = file_digest(tmp)
         with atomic_path(path + CHECKSUM_SUFFIX) as side:
             with open(side, 'w') as f:
                 f.write('%s  %s\n' % (digest, os.path.basename(path)))
@@ -81,7 +83,7 @@ def damage(path):
             recorded = f.read().split()[0]
     except (OSError, UnicodeDecodeError, IndexError):
         return 'no checksum was recorded beside it'
-    if sha256_of(path) != recorded:
+    if file_digest(path) != recorded:
         return 'its sha256 is not the one recorded when it was written: cut short or overwritten'
     return None
 

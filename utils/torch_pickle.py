@@ -10,13 +10,13 @@ names a state_dict needs (OrderedDict, the tensor rebuild function, storage type
 everything else, and the file's sha256 is checked before any of it is read.
 """
 import collections
-import hashlib
 import pickle
 import zipfile
 
 import numpy as np
 
 from .errors import UserError
+from .files import file_digest
 
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 LEGACY_PROTOCOL = 1001
@@ -138,20 +138,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
-def sha256_of(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_state_dict(path, sha256):
     """The state_dict in the torch file at `path` as {key: numpy array}, in file order.
 
     The file must have the given sha256 (checked first) and be in the legacy format.
     """
-    actual = sha256_of(path)
+    actual = file_digest(path)
     if actual != sha256:
         raise UserError('%s has sha256 %s, expected %s: the file is damaged or a different '
                         'one; reinstall it' % (path, actual, sha256))
