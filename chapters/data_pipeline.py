@@ -184,8 +184,11 @@ def csv_reader_dataset(filepaths, x_mean, x_std, n_readers=5, batch_size=32, num
     prefetched."""
     lines = gluon.data.SimpleDataset(list(interleave(list_files(filepaths, seed), n_readers)))
     dataset = lines.transform(make_preprocess(x_mean, x_std), lazy=True)
+    # Worker threads, like tf.data's num_parallel_calls: a worker process forked from a process
+    # whose MXNet and OpenMP threads are running can deadlock, and the loader lives on here.
     return gluon.data.DataLoader(dataset, batch_size, shuffle=True, num_workers=num_workers,
-                                 prefetch=2 * max(1, num_workers) if num_workers else None)
+                                 prefetch=2 * max(1, num_workers) if num_workers else None,
+                                 thread_pool=True)
 
 
 paths, x_mean, x_std = write_csv_files(os.path.join(args.out, 'csv'), seed=args.seed)
