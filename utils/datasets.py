@@ -13,7 +13,8 @@ from .cli import opt
 from .download import DownloadError, download, extract
 from .errors import UserError
 from .split import split_per_class
-from .transforms import augmentations, transform
+from .decoded import decode_once
+from .transforms import augmentations, resize_side, transform
 
 # d2l's mirror first, the source text's original URL second.
 HOTDOG_URLS = ('http://d2l-data.s3-accelerate.amazonaws.com/hotdog.zip',
@@ -164,11 +165,14 @@ def hotdog_or_faces(args, size, resize_hotdog=True):
 
 
 def _hotdog_data(folder, size, resize=True):
-    train_augs, test_augs = augmentations(size, resize)
-    train_imgs = image_folder(os.path.join(folder, 'train'),
-                              transform=lambda X, y: transform(X, y, train_augs))
-    test_imgs = image_folder(os.path.join(folder, 'test'),
-                             transform=lambda X, y: transform(X, y, test_augs))
+    # Decoded and resized once (in memory when it fits): each epoch repeats only the flip and
+    # the crop. The augmentations therefore start after the resize step.
+    train_augs, test_augs = augmentations(size, resize=False)
+    side = resize_side(size, resize)
+    train_imgs = decode_once(image_folder(os.path.join(folder, 'train')), side,
+                             lambda X, y: transform(X, y, train_augs), name='hotdog train')
+    test_imgs = decode_once(image_folder(os.path.join(folder, 'test')), side,
+                            lambda X, y: transform(X, y, test_augs), name='hotdog test')
     examples = [test_imgs.items[i][0] for i in (0, len(test_imgs) // 2, len(test_imgs) - 1)]
     return train_imgs, test_imgs, 'hotdog', examples
 
