@@ -15,7 +15,7 @@ pictures are decoded (and resized the same way) on every access, and one line sa
 import os
 import time
 
-from mxnet import gluon, image
+from mxnet import gluon, image, nd
 
 BUDGET_ENV = 'GLUON_TRANSFER_DECODE_BUDGET_MIB'
 BUDGET_SHARE = 0.25  # of the available memory: leaves room for the net, and for other programs
@@ -85,7 +85,10 @@ class DecodedImages(gluon.data.Dataset):
         self.short_side = short_side
         self._transform = transform
         self.in_memory = in_memory
-        self._images = [self._decode(i) for i in range(len(folder))] if in_memory else None
+        self._images = None
+        if in_memory:
+            self._images = [self._decode(i) for i in range(len(folder))]
+            nd.waitall()  # MXNet decodes asynchronously: done (and timed) here, not later
 
     def _decode(self, idx):
         img, _ = self._folder[idx]  # the folder's own decoder (and its one-line errors)
