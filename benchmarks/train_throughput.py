@@ -9,7 +9,8 @@ variant:
 
   limit        batches decoded and augmented once, already on the device; forward, backward and
                SGD step only: no data loading, no metrics, no per-batch wait.
-  utils.train  ImageFolderDataset + DataLoader + utils.train, as the chapters use them.
+  utils.train  ImageFolderDataset + DataLoader + utils.train, as the chapters use them: the
+               pictures decoded once into memory (utils.decoded; --decode every-epoch: not).
   d2l          d2l.train_ch13 (d2l 1.0.3, mxnet.np interface, npx.set_np()) on the same folder.
 
 Each variant runs in its own process (d2l needs npx.set_np(); peak RSS is per variant). Weights
@@ -134,16 +135,21 @@ def run_limit(cfg):
     return {'images': cfg['epochs'] * len(batches) * cfg['batch_size'], 'seconds': seconds}
 
 
-def _training_setup(cfg):
+def _training_setup(cfg, decode_once=False):
     """What utils.train and d2l share: devices, the augmented folder, net, loss, SGD.
 
     Called after npx.set_np() in the d2l process, so its arrays are mxnet.np arrays there.
+    decode_once: the pictures decoded once into memory when they fit (utils.decoded, as the
+    chapters load them); RandomResizedCrop needs the whole picture, so none is resized.
     """
     import utils
     from mxnet import gluon
+    from utils.decoded import decode_once as decoded
     ctx = utils.parse_devices(cfg['devices'])
     utils.training.seed_everything(cfg['seed'])
     dataset = gluon.data.vision.ImageFolderDataset(cfg['folder'])
+    if decode_once:
+        dataset = decoded(dataset, name='image folder', print_fn=lambda *a: None)
     dataset = dataset.transform_first(_augmentation(cfg['image_size']))
     net = _net(cfg['model'], ctx)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -154,7 +160,7 @@ def _training_setup(cfg):
 def run_utils_train(cfg):
     import utils
     from mxnet import gluon
-    ctx, dataset, net, loss, trainer = _training_setup(cfg)
+    ctx, dataset, net, loss, trainer = _training_setup(cfg, cfg['decode'] == 'once')
     quiet = dict(progress=False, print_fn=lambda *a: None)
     warm = gluon.data.DataLoader(dataset.take(cfg['warmup'] * cfg['batch_size']),
                                  cfg['batch_size'], shuffle=True)
@@ -295,6 +301,9 @@ def parse_args(argv=None):
     p.add_argument('--num-workers', type=int, default=0,
                    help='DataLoader decoding threads for utils.train and d2l (0: the chapters\' '
                         'setting, decoding on the training thread)')
+    p.add_argument('--decode', choices=('once', 'every-epoch'), default='once',
+                   help="utils.train: pictures decoded once into memory when they fit (the "
+                        "chapters' loaders), or decoded again in every epoch")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--timeout', type=float, default=1800, help='seconds per variant run')
     p.add_argument('--json', default=None, metavar='PATH', help='write the results as JSON')
@@ -330,12 +339,13 @@ def main(argv=None):
                                                                time.time() - t))
         cfg = {'folder': folder, 'model': args.model, 'image_size': args.image_size,
                'batch_size': args.batch_size, 'devices': args.devices, 'epochs': args.epochs,
-               'warmup': args.warmup, 'seed': args.seed, 'num_workers': args.num_workers}
+               'warmup': args.warmup, 'seed': args.seed, 'num_workers': args.num_workers,
+               'decode': args.decode}
         load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
-        print('%s, batch %d, %dx%d, devices %s, loader threads %d, OMP_NUM_THREADS=%d, '
-              '%d cores, load %.2f before'
+        print('%s, batch %d, %dx%d, devices %s, loader threads %d, decoding %s, '
+              'OMP_NUM_THREADS=%d, %d cores, load %.2f before'
               % (args.model, args.batch_size, args.image_size, args.image_size, args.devices,
-                 args.num_workers, threads, os.cpu_count() or 1, load))
+                 args.num_workers, args.decode, threads, os.cpu_count() or 1, load))
         sys.stdout.flush()
         runs = []
         for r in range(args.repeat):

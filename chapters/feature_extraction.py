@@ -75,7 +75,7 @@ train_imgs, val_imgs, dataset, _ = utils.hotdog_or_faces(args, size)
 if not args.initial_epochs:
     args.initial_epochs = 10 if dataset == 'hotdog' else 100
 synsets = train_imgs.synsets
-_, test_augs = utils.augmentations(size, resize=dataset == 'hotdog')
+_, test_augs = utils.augmentations(size, resize=False)  # pictures come resized
 val_imgs, test_imgs = utils.split_validation(val_imgs, args.seed)
 print('%s: %d training, %d validation and %d test images, classes %s, %dx%d'
       % (dataset, len(train_imgs), len(val_imgs), len(test_imgs), synsets, size, size))

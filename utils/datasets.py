@@ -12,9 +12,9 @@ from mxnet import gluon, image, nd
 from .cli import opt, sha1_hex, writable_dir
 from .download import DownloadError, download, extract
 from .errors import UserError
-from .split import ALL, per_class_subset
-from .split import split_per_class
-from .transforms import augmentations, transform
+from .split import ALL, per_class_subset, split_per_class
+from .decoded import decode_once
+from .transforms import augmentations, resize_side, transform
 
 # d2l's mirror first, the source text's original URL second.
 HOTDOG_URLS = ('http://d2l-data.s3-accelerate.amazonaws.com/hotdog.zip',
@@ -178,13 +178,17 @@ def _per_class(args):
 
 
 def _hotdog_data(folder, size, resize=True, per_class=ALL, seed=0):
-    train_augs, test_augs = augmentations(size, resize)
-    train_imgs = image_folder(os.path.join(folder, 'train'),
-                              transform=lambda X, y: transform(X, y, train_augs))
-    test_imgs = image_folder(os.path.join(folder, 'test'),
-                             transform=lambda X, y: transform(X, y, test_augs))
-    keep = per_class_subset([label for _, label in train_imgs.items], per_class, seed)
-    train_imgs.items = [train_imgs.items[i] for i in keep]
+    # Decoded and resized once (in memory when it fits): each epoch repeats only the flip and
+    # the crop. The augmentations therefore start after the resize step.
+    train_augs, test_augs = augmentations(size, resize=False)
+    side = resize_side(size, resize)
+    train_folder = image_folder(os.path.join(folder, 'train'))
+    keep = per_class_subset([label for _, label in train_folder.items], per_class, seed)
+    train_folder.items = [train_folder.items[i] for i in keep]
+    train_imgs = decode_once(train_folder, side, lambda X, y: transform(X, y, train_augs),
+                             name='hotdog train')
+    test_imgs = decode_once(image_folder(os.path.join(folder, 'test')), side,
+                            lambda X, y: transform(X, y, test_augs), name='hotdog test')
     # held-out photos of each class, with their true class
     examples = [(test_imgs.items[i][0], test_imgs.synsets[test_imgs.items[i][1]])
                 for i in (0, 1, len(test_imgs) - 2, len(test_imgs) - 1)]

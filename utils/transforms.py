@@ -12,10 +12,17 @@ def augmentations(size, resize=True):
     At a size below 224 the image is first resized (shorter side) so the crop keeps the same
     share of the picture as a 224 crop of the 256-pixel-ish originals.
     """
-    resize = [image.ResizeAug(size * 256 // 224)] if resize and size != 224 else []
+    side = resize_side(size, resize)
+    resize = [image.ResizeAug(side)] if side else []
     train_augs = resize + [image.HorizontalFlipAug(.5), image.RandomCropAug((size, size))]
     test_augs = resize + [image.CenterCropAug((size, size))]
     return train_augs, test_augs
+
+
+def resize_side(size, resize=True):
+    """The shorter side the text's resize step gives pictures for `size`-pixel crops, or None
+    when pictures are cropped as they are (at 224, or with resize=False)."""
+    return size * 256 // 224 if resize and size != 224 else None
 
 
 def transform(data, label, augs):
