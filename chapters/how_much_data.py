@@ -26,7 +26,7 @@ import utils  # sets OMP_NUM_THREADS before MXNet loads
 import time
 
 from utils import opt
-from utils.errors import UserError
+from utils.cli import size_in
 from utils.few_shot import (ALL, curve_table, load_pool, parse_per_class, per_class_subset,
                             plot_curves, pool_datasets, pool_size, summarise)
 from utils.transfer_methods import FineTune, FrozenFeatures, Scratch, run_experiment
@@ -45,14 +45,10 @@ args = utils.settings(
                   nargs='+', type=parse_per_class, metavar='N'),
     seeds=opt(5, 'training subsets (and initialisations) per point: seeds --seed .. +N-1'),
     updates=opt(120, 'optimizer updates per training, every method and size', quick=40),
-    image_size=opt(96, 'crop size in pixels', quick=64),
+    image_size=opt(96, 'crop size in pixels', quick=64, type=size_in(16, 1024)),
     model=opt('auto', 'pretrained model: auto (hotdog: resnet18_v2, faces: mobilenetv2_1.0) '
                       'or a name utils.get_pretrained knows'),
     **utils.HOTDOG_SETTINGS)
-for name, least in (('seeds', 1), ('updates', 1), ('image_size', 16)):
-    if getattr(args, name) < least:
-        raise UserError('--%s must be at least %d, not %d'
-                        % (name.replace('_', '-'), least, getattr(args, name)))
 # sizes in increasing order, 'all' last, each once
 args.per_class = (sorted({n for n in args.per_class if n != ALL})
                   + ([ALL] if ALL in args.per_class else []))

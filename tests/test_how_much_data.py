@@ -117,7 +117,7 @@ def test_toy_run_writes_curve_table_and_metrics(tmp_path, run_chapter, capsys):
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['--seeds', '0'], '--seeds must be at least 1'),
+    (['--seeds', '0'], 'argument --seeds: 0: give a whole number of 1 or more'),
     (['--per-class', 'x'], 'whole number >= 1'),
     (['--per-class', '81', '--dataset', 'faces'], 'class 0 has only 80 training images'),
 ])

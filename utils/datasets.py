@@ -144,6 +144,24 @@ def hotdog_urls(mirrors=None):
     return list(mirrors or []) + extra + list(HOTDOG_URLS)
 
 
+def hotdog_folder(args):
+    """The extracted hotdog folder for the HOTDOG_SETTINGS in `args`, or None when the faces
+    stand in (--dataset auto without the data, said in one line); --dataset hotdog without
+    the data is a UserError."""
+    if args.dataset not in ('auto', 'hotdog'):
+        return None
+    kwargs = {'urls': hotdog_urls(args.data_url), 'sha1': args.data_sha1}
+    if args.data_dir:
+        kwargs['data_dir'] = args.data_dir
+    folder, why = hotdog_available(**kwargs)
+    if folder or args.dataset == 'auto':
+        if not folder:
+            print('hotdog data unavailable (no data/hotdog.zip, no network): running offline on '
+                  "scikit-image's face / not-face photos with MobileNetV2 ImageNet weights")
+        return folder
+    raise UserError(why)
+
+
 def hotdog_or_faces(args, size, resize_hotdog=True, faces_settings=None):
     """(train_imgs, test_imgs, data set name, examples) at `size`-pixel crops, with the
     text's train_augs and test_augs, from HOTDOG_SETTINGS and `args.seed`.
@@ -156,17 +174,9 @@ def hotdog_or_faces(args, size, resize_hotdog=True, faces_settings=None):
     examples: [(photo, its true class or None)] for classify_hotdog; a photo is a file name
     or a uint8 HWC image (a held-out face photo).
     """
-    if args.dataset in ('auto', 'hotdog'):
-        kwargs = {'urls': hotdog_urls(args.data_url), 'sha1': args.data_sha1}
-        if args.data_dir:
-            kwargs['data_dir'] = args.data_dir
-        folder, why = hotdog_available(**kwargs)
-        if folder:
-            return _hotdog_data(folder, size, resize_hotdog, _per_class(args), args.seed)
-        if args.dataset == 'hotdog':
-            raise UserError(why)
-        print('hotdog data unavailable (no data/hotdog.zip, no network): running offline on '
-              "scikit-image's face / not-face photos with MobileNetV2 ImageNet weights")
+    folder = hotdog_folder(args)
+    if folder:
+        return _hotdog_data(folder, size, resize_hotdog, _per_class(args), args.seed)
     for name, value in (faces_settings or {}).items():
         if name not in getattr(args, 'given', ()):
             setattr(args, name, value)

@@ -9,8 +9,7 @@ import os
 import numpy as np
 from mxnet import gluon, image
 
-from .datasets import ArrayImageDataset, hotdog_available, hotdog_urls, image_folder, load_faces
-from .errors import UserError
+from .datasets import ArrayImageDataset, hotdog_folder, image_folder, load_faces
 from .plotting import plt, save_figure
 from .split import ALL, parse_per_class, per_class_subset  # noqa: F401  (this module's API)
 from .tables import format_table
@@ -77,19 +76,11 @@ def load_pool(args, side, progress=None):
     """((train_x, train_y), (test_x, test_y), synsets, data set name), uint8 HWC images of
     `side` pixels, from HOTDOG_SETTINGS: hotdog when it can be had, else the faces, whose test
     photos are the same (split seed 0) whatever the seed."""
-    if args.dataset in ('auto', 'hotdog'):
-        kwargs = {'urls': hotdog_urls(args.data_url), 'sha1': args.data_sha1}
-        if args.data_dir:
-            kwargs['data_dir'] = args.data_dir
-        folder, why = hotdog_available(**kwargs)
-        if folder:
-            train = load_image_folder(os.path.join(folder, 'train'), side, progress)
-            test = load_image_folder(os.path.join(folder, 'test'), side, progress)
-            return train[:2], test[:2], train[2], 'hotdog'
-        if args.dataset == 'hotdog':
-            raise UserError(why)
-        print('hotdog data unavailable (no data/hotdog.zip, no network): running offline on '
-              "scikit-image's face / not-face photos with MobileNetV2 ImageNet weights")
+    folder = hotdog_folder(args)
+    if folder:
+        train = load_image_folder(os.path.join(folder, 'train'), side, progress)
+        test = load_image_folder(os.path.join(folder, 'test'), side, progress)
+        return train[:2], test[:2], train[2], 'hotdog'
     (train_x, train_y), (test_x, test_y), synsets = load_faces(side, seed=0)
     return ((train_x.astype(np.uint8), train_y), (test_x.astype(np.uint8), test_y), synsets,
             'faces')
