@@ -107,7 +107,7 @@ def test_exercise_1_trains_both_nets_with_the_drop(run_chapter, capsys, tmp_path
 def test_exercise_2_copies_fewer_stages_and_shares_the_full_run(run_chapter, tmp_path):
     namespace, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '2')
     histories = metrics['exercises']['2']['histories']
-    assert list(histories) == ['k=all', 'k=3', 'k=2', 'k=1', 'k=0']
+    assert set(histories) == {'k=all', 'k=3', 'k=2', 'k=1', 'k=0'}  # JSON sorts the keys
     assert (tmp_path / 'out' / 'exercise2_reuse_fewer.png').exists()
     # k=all is the chapter's finetune_net: asking for it again gives the same trained run
     assert len(namespace['shared_runs']) == 1
@@ -116,8 +116,8 @@ def test_exercise_2_copies_fewer_stages_and_shares_the_full_run(run_chapter, tmp
     assert namespace['finetune_run']()[0] is net
 
 
-def test_exercise_4_leaves_the_frozen_weights_as_imagenet_left_them(tmp_path, run_chapter,
-                                                                     capsys):
+def test_exercise_4_leaves_the_frozen_weights_as_imagenet_left_them(
+        tmp_path, run_chapter, capsys):
     namespace, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '4')
     result = metrics['exercises']['4']['histories']
     assert set(result) == {'fine-tune all', 'features frozen'}
@@ -138,7 +138,7 @@ def test_exercise_5_few_shot_mistakes_of_both_nets_over_seeds(tmp_path, run_chap
     assert [r[0] for r in rows] == ['fine-tune', 'fine-tune, output lr x10', 'scratch']
     for name, final, per_seed, _, wrong in rows:
         accuracies = [float(a) for a in per_seed.split()]
-        assert final == pytest.approx(np.mean(accuracies))
+        assert final == pytest.approx(np.mean(accuracies), abs=0.005)  # printed to 2 places
         # the photos shown as wrong are exactly those the final accuracy counts
         assert [int(w) for w in wrong.split()] == [round((1 - a) * 40) for a in accuracies]
     assert len(metrics['exercises']['5']['histories']['scratch, seed 2']['test_acc']) == 4
