@@ -14,9 +14,9 @@
 # --exercise 2 --quick` runs one (`all` is the default); they take the chapter's settings and
 # run offline on the face photos where hotdog cannot be had (exercise 3 on Fashion-MNIST's
 # shoes when it is installed: `make fashion-mnist`). Work is shared: the pretrained weights are
-# loaded once for every fine-tuned net, one
-# fine-tuning run for exercises 2 and 4 (and 5 on hotdog), whose settings are equal; the frozen
-# base of exercise 4 runs once per image. Each exercise prints its wall and CPU seconds.
+# loaded once for every fine-tuned net, one fine-tuning run serves exercises 2 and 4 (and 5 on
+# hotdog), whose settings are equal, and the frozen base of exercise 4 runs once per image.
+# Each exercise prints its wall and CPU seconds.
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
