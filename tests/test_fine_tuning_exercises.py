@@ -5,8 +5,22 @@ import pytest
 from mxnet import nd
 
 import utils
+from tests.test_class_rows import write_fake_fashion
+from utils import fashion_mnist as fm
 
 TINY = ['--dataset', 'faces', '--epochs', '1', '--image-size', '32', '--batch-size', '16']
+
+
+def no_fashion_mnist(monkeypatch, tmp_path):
+    monkeypatch.delenv(fm.ENV_VAR, raising=False)
+    monkeypatch.setattr(fm, 'EXTRACTED_FOLDER', str(tmp_path / 'none'))
+    monkeypatch.setattr(fm, 'DEBIAN_FOLDER', str(tmp_path / 'none-either'))
+
+
+def same_parameters(net_a, net_b):
+    """Whether two blocks hold equal values in every parameter, running statistics included."""
+    pairs = zip(net_a.collect_params().values(), net_b.collect_params().values())
+    return all(np.array_equal(a.data().asnumpy(), b.data().asnumpy()) for a, b in pairs)
 
 
 @pytest.fixture(scope='module')
@@ -15,10 +29,12 @@ def pretrained():
 
 
 @pytest.fixture
-def exercise_3(run_chapter, capsys):
-    """The chapter run with exercise 3 only (offline: no training): its namespace, metrics
-    and printed lines."""
-    namespace, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '3')
+def exercise_3(run_chapter, capsys, monkeypatch, tmp_path):
+    """The chapter run with exercise 3 only, offline without Fashion-MNIST (the faces
+    analogue, output layer only): its namespace, metrics and printed lines."""
+    no_fashion_mnist(monkeypatch, tmp_path)
+    namespace, metrics = run_chapter('fine_tuning_exercises', *TINY, '--quick',
+                                     '--exercise', '3')
     return namespace, metrics, capsys.readouterr().out
 
 
@@ -46,17 +62,84 @@ def test_reuse_first_copies_exactly_the_first_children(pretrained, exercise_3):
             assert all(same) if i < 6 else not all(same), i
 
 
-def test_exercise_3_offline_prints_names_and_shapes(exercise_3):
+def test_exercise_3_offline_without_fashion_mnist_ranks_rows_on_the_faces(exercise_3):
     _, metrics, out = exercise_3
     assert 'class 713: photocopier' in out and 'class 934: hotdog' in out
     assert 'hotdog_w.shape (1, 1280)' in out
-    assert 'needs the hotdog data' in out
-    assert metrics['exercises']['3']['names']['934'] == 'hotdog'
+    assert 'Fashion-MNIST not found' in out and 'apt-get install dataset-fashion-mnist' in out
+    assert 'Top 5 rows by training AUC' in out and 'output init' in out
+    result = metrics['exercises']['3']
+    assert result['names']['934'] == 'hotdog'
+    assert result['data'] == 'faces' and result['named_rows'] is None
+    runs = result['results']['4']
+    assert 'ImageNet rows' not in runs and len(runs['best AUC rows']) == 3  # seeds 0 1 2
+    # one row for both classes gives equal logits: every photo goes to class 0, half the test
+    assert [r['before'] for r in runs['row 713 for all']] == [0.5, 0.5, 0.5]
 
 
-def test_exercise_4_runs_and_reports_both_variants(tmp_path, run_chapter, capsys):
-    _, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '4')
+def test_exercise_3_on_fashion_mnist_starts_each_shoe_from_its_imagenet_row(
+        tmp_path, monkeypatch, run_chapter, capsys):
+    write_fake_fashion(tmp_path)
+    monkeypatch.setenv(fm.ENV_VAR, str(tmp_path))
+    _, metrics = run_chapter('fine_tuning_exercises', *TINY, '--quick', '--exercise', '3')
+    out = capsys.readouterr().out
+    assert 'Sandal -> 774 sandal, Sneaker -> 770 running shoe, Ankle boot -> 514 cowboy boot' \
+        in out
+    result = metrics['exercises']['3']
+    assert result['data'] == 'Fashion-MNIST' and result['named_rows'] == [774, 770, 514]
+    runs = result['results']['4']
+    assert [r['rows'] for r in runs['ImageNet rows']] == [[774, 770, 514]] * 3
+    assert all(0 <= r[k] <= 1 for r in runs['fresh layer'] for k in ('before', 'one_epoch',
+                                                                     'end'))
+
+
+def test_exercise_1_trains_both_nets_with_the_drop(run_chapter, capsys, tmp_path):
+    _, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '1',
+                             '--long-epochs', '2', '--decay-epoch', '1')
+    histories = metrics['exercises']['1']['histories']
+    assert set(histories) == {'finetune_net', 'scratch_net'}
+    assert all(len(h['test_acc']) == 2 for h in histories.values())
+    assert (tmp_path / 'out' / 'exercise1_longer.png').exists()
+    assert 'final train acc' in capsys.readouterr().out
+    assert set(metrics['seconds']) == {'1'}
+
+
+def test_exercise_2_copies_fewer_stages_and_shares_the_full_run(run_chapter, tmp_path):
+    namespace, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '2')
+    histories = metrics['exercises']['2']['histories']
+    assert set(histories) == {'k=all', 'k=3', 'k=2', 'k=1', 'k=0'}  # JSON sorts the keys
+    assert (tmp_path / 'out' / 'exercise2_reuse_fewer.png').exists()
+    # k=all is the chapter's finetune_net: asking for it again gives the same trained run
+    assert len(namespace['shared_runs']) == 1
+    net, history = namespace['finetune_run']()
+    assert history['test_acc'] == histories['k=all']['test_acc']
+    assert namespace['finetune_run']()[0] is net
+
+
+def test_exercise_4_leaves_the_frozen_weights_as_imagenet_left_them(
+        tmp_path, run_chapter, capsys):
+    namespace, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '4')
     result = metrics['exercises']['4']['histories']
     assert set(result) == {'fine-tune all', 'features frozen'}
     assert (tmp_path / 'out' / 'exercise4_frozen.png').exists()
-    assert 'median sec/epoch' in capsys.readouterr().out
+    assert 'caching the features once' in capsys.readouterr().out
+    pretrained = namespace['pretrained_net'].features
+    assert same_parameters(namespace['frozen_net'].features, pretrained)
+    # the check can fail: fine-tuning everything did change the features
+    (finetuned, _), = namespace['shared_runs'].values()
+    assert not same_parameters(finetuned.features, pretrained)
+
+
+def test_exercise_5_few_shot_mistakes_of_both_nets_over_seeds(tmp_path, run_chapter, capsys):
+    namespace, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '5')
+    out = capsys.readouterr().out
+    assert '8 training photos per class, 40 test photos, seeds 0 1 2' in out
+    rows = metrics['exercises']['5']['rows']
+    assert [r[0] for r in rows] == ['fine-tune', 'fine-tune, output lr x10', 'scratch']
+    for name, final, per_seed, _, wrong in rows:
+        accuracies = [float(a) for a in per_seed.split()]
+        assert final == pytest.approx(np.mean(accuracies), abs=0.005)  # printed to 2 places
+        # the photos shown as wrong are exactly those the final accuracy counts
+        assert [int(w) for w in wrong.split()] == [round((1 - a) * 40) for a in accuracies]
+    assert len(metrics['exercises']['5']['histories']['scratch, seed 2']['test_acc']) == 4
+    assert (tmp_path / 'out' / 'exercise5_mistakes.png').exists()
