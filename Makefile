@@ -102,7 +102,9 @@ venv:
 demo: venv
 	$(PY) -m chapters.fine_tuning --quick
 
+# The style check first: CI runs only `make test`.
 test: venv
+	$(PY) -m flake8
 	$(PY) -m pytest
 
 # The interpreter `make venv` would use, as a path (CI asks it whether a Python is present).
@@ -115,19 +117,19 @@ clean-venv:
 # Chapters as Jupyter notebooks (generated, not tracked), and the style check CI runs.
 .PHONY: notebooks lint
 
-notebooks: $(STAMP)
+notebooks: venv
 	@mkdir -p notebooks
 	for chapter in chapters/[a-z]*.py; do \
 	  $(PY) -m jupytext --quiet --to ipynb --output notebooks/$$(basename $$chapter .py).ipynb $$chapter || exit 1; \
 	done
 
-lint: $(STAMP)
+lint: venv
 	$(PY) -m flake8
 
 # dist/student (blanks, statements, public tests) and dist/autograder (public and hidden
 # tests); fails unless the reference solutions score full marks. See docs/teachers.md.
 .PHONY: assignments
-assignments: $(STAMP)
+assignments: venv
 	$(PY) -m assignments.build --out dist --check
 
 # Fashion-MNIST (Debian's dataset-fashion-mnist) for the ImageNet-row exercise, without installing
