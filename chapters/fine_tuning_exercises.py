@@ -31,6 +31,7 @@ from mxnet import gluon, init, nd
 from utils import class_rows, fashion_mnist, opt
 from utils.datasets import load_faces
 from utils.few_shot import per_class_subset
+from utils.split import IndexSampler
 from utils.plotting import plt, save_figure
 
 # %% [markdown]
@@ -382,19 +383,6 @@ if 4 in chosen:
 FEW_SHOT = dict(per_class=8, batch_size=16, epochs=4 * args.epochs, seeds=(0, 1, 2))
 
 
-class Indices(gluon.data.Sampler):
-    """The given indices, in order (Dataset.sample wants a Sampler)."""
-
-    def __init__(self, indices):
-        self._indices = [int(i) for i in indices]
-
-    def __iter__(self):
-        return iter(self._indices)
-
-    def __len__(self):
-        return len(self._indices)
-
-
 def true_class_probs(net):
     """(p(true class), prediction, label) of every test image."""
     out, labels = utils.predict_dataset(net, test_imgs, 64, ctx[0])
@@ -406,8 +394,8 @@ def true_class_probs(net):
 def few_shot_variants(seed):
     """Fine-tune (output lr x1, x10) and scratch on one few-shot subset: {name: (history, probs,
     preds, labels)}."""
-    subset = train_imgs.sample(Indices(per_class_subset(train_labels, FEW_SHOT['per_class'],
-                                                        seed)))
+    keep = per_class_subset(train_labels, FEW_SHOT['per_class'], seed)
+    subset = train_imgs.sample(IndexSampler(keep))
     out = {}
     for name, mult in (('fine-tune', 1.0), ('fine-tune, output lr x10', 10.0),
                        ('scratch', 1.0)):
