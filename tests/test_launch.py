@@ -144,9 +144,9 @@ def test_two_workers_equal_one_process_on_both_shards(tmp_path):
 # weight after the first epoch's last step, which the check at the end of that epoch must see.
 PERTURBED = '''
 import os, sys
+import utils  # first: it prepares numpy for MXNet (numpy 2)
 import mxnet as mx
 from mxnet import gluon
-import utils
 from tests.test_launch import BATCH, OPTIMIZER, data, mlp
 from utils.distributed import make_trainer
 from utils.errors import main_guard
