@@ -21,8 +21,8 @@ from scipy.stats import rankdata
 
 from .block import freeze_batchnorm
 from .errors import UserError
+from . import model_store
 from .model_store import get_pretrained
-from .torchvision_weights import OFFLINE_MODEL, mobilenet_v2_with_bias
 from .training import evaluate_accuracy, seed_everything, train
 
 TEXT_ROW = 713  # the source text's "hotdog" index, which is 'photocopier'
@@ -166,10 +166,7 @@ def new_classifier(model_name, classes):
     """(classifier with `classes` outputs and a fresh copy of the pretrained features,
     the pretrained 1000-class network those features come from)."""
     pretrained = get_pretrained(model_name)
-    if model_name == OFFLINE_MODEL:
-        net = mobilenet_v2_with_bias(classes)
-    else:
-        net = gluon.model_zoo.vision.get_model(model_name, classes=classes)
+    net = model_store.new_classifier(model_name, classes)
     net.features = pretrained.features
     net.output.initialize(init.Xavier())
     return net, pretrained
