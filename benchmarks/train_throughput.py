@@ -10,7 +10,9 @@ variant:
   limit        batches decoded and augmented once, already on the device; forward, backward and
                SGD step only: no data loading, no metrics, no per-batch wait.
   utils.train  ImageFolderDataset + DataLoader + utils.train, as the chapters use them: the
-               pictures decoded once into memory (utils.decoded; --decode every-epoch: not).
+               pictures decoded once into memory (utils.decoded; --decode every-epoch: not),
+               cropped in numpy and normalised per batch (utils.transforms; --augment gluon:
+               gluon's transforms on every picture, as d2l and the limit use them).
   d2l          d2l.train_ch13 (d2l 1.0.3, mxnet.np interface, npx.set_np()) on the same folder.
 
 Each variant runs in its own process (d2l needs npx.set_np(); peak RSS is per variant). Weights
@@ -135,22 +137,29 @@ def run_limit(cfg):
     return {'images': cfg['epochs'] * len(batches) * cfg['batch_size'], 'seconds': seconds}
 
 
-def _training_setup(cfg, decode_once=False):
+def _training_setup(cfg, decode_once=False, numpy_augment=False):
     """What utils.train and d2l share: devices, the augmented folder, net, loss, SGD.
 
     Called after npx.set_np() in the d2l process, so its arrays are mxnet.np arrays there.
     decode_once: the pictures decoded once into memory when they fit (utils.decoded, as the
     chapters load them); RandomResizedCrop needs the whole picture, so none is resized.
+    numpy_augment: utils.transforms.RandomResizedCropFlip on numpy pictures; the batches are
+    then normalised by `normalised_batch`, the DataLoader's batchify_fn.
     """
     import utils
     from mxnet import gluon
     from utils.decoded import decode_once as decoded
+    from utils.transforms import RandomResizedCropFlip
     ctx = utils.parse_devices(cfg['devices'])
     utils.training.seed_everything(cfg['seed'])
     dataset = gluon.data.vision.ImageFolderDataset(cfg['folder'])
     if decode_once:
-        dataset = decoded(dataset, name='image folder', print_fn=lambda *a: None)
-    dataset = dataset.transform_first(_augmentation(cfg['image_size']))
+        dataset = decoded(dataset, name='image folder', print_fn=lambda *a: None,
+                          as_numpy=numpy_augment)
+    if numpy_augment:
+        dataset = dataset.transform_first(RandomResizedCropFlip(cfg['image_size']))
+    else:
+        dataset = dataset.transform_first(_augmentation(cfg['image_size']))
     net = _net(cfg['model'], ctx)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.01, 'wd': 0.001})
@@ -160,13 +169,17 @@ def _training_setup(cfg, decode_once=False):
 def run_utils_train(cfg):
     import utils
     from mxnet import gluon
-    ctx, dataset, net, loss, trainer = _training_setup(cfg, cfg['decode'] == 'once')
+    from utils.transforms import normalised_batch
+    numpy_augment = cfg['augment'] == 'numpy'
+    ctx, dataset, net, loss, trainer = _training_setup(cfg, cfg['decode'] == 'once',
+                                                       numpy_augment)
+    batchify = dict(batchify_fn=normalised_batch) if numpy_augment else {}
     quiet = dict(progress=False, print_fn=lambda *a: None)
     warm = gluon.data.DataLoader(dataset.take(cfg['warmup'] * cfg['batch_size']),
-                                 cfg['batch_size'], shuffle=True)
+                                 cfg['batch_size'], shuffle=True, **batchify)
     utils.train(warm, None, net, loss, trainer, ctx, 1, **quiet)
     train_data = gluon.data.DataLoader(dataset, cfg['batch_size'], shuffle=True,
-                                       **_loader_kwargs(cfg))
+                                       **batchify, **_loader_kwargs(cfg))
     history = utils.train(train_data, None, net, loss, trainer, ctx, cfg['epochs'], **quiet)
     images = cfg['epochs'] * len(dataset)
     seconds = sum(len(dataset) / ips for ips in history['images_per_sec'])
@@ -304,6 +317,9 @@ def parse_args(argv=None):
     p.add_argument('--decode', choices=('once', 'every-epoch'), default='once',
                    help="utils.train: pictures decoded once into memory when they fit (the "
                         "chapters' loaders), or decoded again in every epoch")
+    p.add_argument('--augment', choices=('numpy', 'gluon'), default='numpy',
+                   help='utils.train: crop in numpy and normalise per batch (utils.transforms), '
+                        "or gluon's transforms on every picture (as d2l and the limit)")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--timeout', type=float, default=1800, help='seconds per variant run')
     p.add_argument('--json', default=None, metavar='PATH', help='write the results as JSON')
@@ -340,12 +356,13 @@ def main(argv=None):
         cfg = {'folder': folder, 'model': args.model, 'image_size': args.image_size,
                'batch_size': args.batch_size, 'devices': args.devices, 'epochs': args.epochs,
                'warmup': args.warmup, 'seed': args.seed, 'num_workers': args.num_workers,
-               'decode': args.decode}
+               'decode': args.decode, 'augment': args.augment}
         load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
         print('%s, batch %d, %dx%d, devices %s, loader threads %d, decoding %s, '
-              'OMP_NUM_THREADS=%d, %d cores, load %.2f before'
+              'augmentation %s, OMP_NUM_THREADS=%d, %d cores, load %.2f before'
               % (args.model, args.batch_size, args.image_size, args.image_size, args.devices,
-                 args.num_workers, args.decode, threads, os.cpu_count() or 1, load))
+                 args.num_workers, args.decode, args.augment, threads, os.cpu_count() or 1,
+                 load))
         sys.stdout.flush()
         runs = []
         for r in range(args.repeat):

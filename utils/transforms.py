@@ -1,7 +1,14 @@
-"""The fine-tuning text's image augmentations, and its transform of (image, label) pairs."""
-from mxnet import image, nd
+"""The fine-tuning text's image augmentations, its transform of (image, label) pairs, and a
+numpy crop with per-batch normalisation for nets whose loader is the bottleneck."""
+import math
+import random
 
-from .imagenet import normalise
+import cv2
+import numpy as np
+from mxnet import image, nd
+from mxnet.gluon.data.dataloader import default_batchify_fn
+
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD, normalise
 
 
 def augmentations(size, resize=True):
@@ -34,3 +41,52 @@ def transform(data, label, augs):
         data = aug(data)
     data = normalise(nd.transpose(data, (2, 0, 1)))
     return data, nd.array([label]).asscalar().astype('float32')
+
+
+# Augmentation in numpy, normalisation per batch, for nets so small that the loader is their
+# bottleneck. gluon's RandomResizedCrop, RandomFlipLeftRight, ToTensor and Normalize dispatch
+# several MXNet operations per picture: 0.37 ms per 96-px crop measured on 2 cores, where a
+# mobilenet0.25 training step at 96 px costs 0.55 ms per picture. What gluon lacks is a crop
+# that runs in plain numpy and OpenCV, and a normalisation applied to the whole batch at once.
+
+class RandomResizedCropFlip:
+    """gluon's RandomResizedCrop then RandomFlipLeftRight on a uint8 HWC picture (NDArray or
+    numpy), returning a uint8 HWC numpy array: a region of `scale` of the picture's area and an
+    aspect ratio in `ratio` (log-uniform), 10 tries, else the largest centred square; resized
+    bilinearly to `size`, flipped with probability 1/2. Draws from Python's `random`, which
+    utils.train seeds per epoch, as gluon's crop does."""
+
+    def __init__(self, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+        self.size, self.scale = size, scale
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+
+    def region(self, height, width):
+        """(top, left, h, w) of the crop."""
+        for _ in range(10):
+            area = random.uniform(*self.scale) * height * width
+            aspect = math.exp(random.uniform(*self.log_ratio))
+            w, h = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                return random.randint(0, height - h), random.randint(0, width - w), h, w
+        side = min(height, width)
+        return (height - side) // 2, (width - side) // 2, side, side
+
+    def __call__(self, img):
+        img = img.asnumpy() if isinstance(img, nd.NDArray) else np.asarray(img)
+        top, left, h, w = self.region(*img.shape[:2])
+        crop = cv2.resize(img[top:top + h, left:left + w], (self.size, self.size),
+                          interpolation=cv2.INTER_LINEAR)
+        if crop.ndim == 2:  # OpenCV drops a single channel
+            crop = crop[:, :, None]
+        if random.random() < 0.5:
+            crop = crop[:, ::-1]
+        return crop
+
+
+def normalised_batch(samples):
+    """DataLoader batchify_fn for (uint8 HWC picture, label) samples: one (N, 3, H, W) float32
+    batch scaled to [0, 1] and normalised for ImageNet nets (ToTensor and Normalize, applied
+    once per batch), and the labels as the default batchify_fn stacks them."""
+    pictures = nd.array(np.stack([picture for picture, _ in samples]), dtype='uint8')
+    batch = nd.image.normalize(nd.image.to_tensor(pictures), IMAGENET_MEAN, IMAGENET_STD)
+    return batch, default_batchify_fn([label for _, label in samples])
