@@ -18,12 +18,13 @@ def test_image_folder_has_two_balanced_decodable_classes(folder):
     assert img.shape[2] == 3 and min(img.shape[:2]) >= 256
 
 
-@pytest.mark.parametrize('variant, decode', [('limit', 'once'), ('utils.train', 'once'),
-                                             ('utils.train', 'every-epoch')])
-def test_variants_run_at_toy_size(folder, variant, decode):
+@pytest.mark.parametrize('variant, decode, augment', [
+    ('limit', 'once', 'gluon'), ('utils.train', 'once', 'numpy'),
+    ('utils.train', 'once', 'gluon'), ('utils.train', 'every-epoch', 'numpy')])
+def test_variants_run_at_toy_size(folder, variant, decode, augment):
     cfg = {'folder': folder, 'model': 'mobilenet0.25', 'image_size': 32, 'batch_size': 4,
            'devices': 'cpu:2', 'epochs': 1, 'warmup': 1, 'seed': 0, 'num_workers': 0,
-           'decode': decode}
+           'decode': decode, 'augment': augment}
     result = tt.RUNNERS[variant](cfg)
     assert result['images'] == 12 and result['seconds'] > 0
 
