@@ -128,28 +128,50 @@ def accuracy_rows(histories):
 # ## Exercise 1: train longer, until both converge
 #
 # Three times the epochs, and the learning rate divided by 10 at two thirds of them (a step
-# schedule, as simple as the text's SGD): two calls of `train`, before and after the drop.
+# schedule, as simple as the text's SGD): calls of `train` before and after the drop. The
+# first `--epochs` of finetune_net are the chapter's run, which exercises 2, 4 and 5 share
+# (`finetune_run`): a copy of that trained net goes on from there. SGD without momentum keeps
+# no state between steps and `first_epoch` continues the per-epoch shuffles and draws, so this
+# is the run one long `train` call would give.
 
 # %%
-def train_with_decay(net, epochs):
-    first = min(args.decay_epoch, epochs)
-    history = train(net, epochs=first)
-    if epochs > first:
-        later = train(net, epochs=epochs - first, learning_rate=args.learning_rate / 10,
-                      first_epoch=first)
-        history = {key: history[key] + later[key] for key in history}
+def train_with_decay(net, epochs, done=None):
+    """Train `net` to `epochs`, the learning rate / 10 from args.decay_epoch on; `done`: the
+    history of the epochs it has already trained at the first rate."""
+    history = done or {}
+    trained = len(history.get('test_acc', ()))
+    for start, end, rate in ((trained, min(args.decay_epoch, epochs), args.learning_rate),
+                             (max(trained, args.decay_epoch), epochs, args.learning_rate / 10)):
+        if end > start:
+            later = train(net, epochs=end - start, learning_rate=rate, first_epoch=start)
+            history = {key: history.get(key, []) + later[key] for key in later}
     return history
+
+
+def copy_of(trained_net):
+    """A new net of the same model with `trained_net`'s weights, to train on without
+    changing it."""
+    net = finetune_from(model_name)
+    net(nd.zeros((1, 3, 32, 32)))  # finish deferred initialisation before copying
+    for mine, theirs in zip(net.collect_params().values(),
+                            trained_net.collect_params().values()):
+        mine.set_data(theirs.data(ctx[0]))
+    return net
 
 
 def exercise_1():
     histories = {}
-    for name in ('finetune_net', 'scratch_net'):
-        if name == 'finetune_net':
-            net = finetune_from(model_name)
-        else:
-            net = utils.new_classifier(model_name)
-            net.initialize(init.Xavier())
-        histories[name] = train_with_decay(net, args.long_epochs)
+    if args.epochs <= args.decay_epoch:  # the shared run is the schedule's start
+        shared_net, shared_history = finetune_run()
+        finetune_net = copy_of(shared_net)
+        histories['finetune_net'] = train_with_decay(finetune_net, args.long_epochs,
+                                                     done=shared_history)
+    else:
+        finetune_net = finetune_from(model_name)
+        histories['finetune_net'] = train_with_decay(finetune_net, args.long_epochs)
+    scratch_net = utils.new_classifier(model_name)
+    scratch_net.initialize(init.Xavier())
+    histories['scratch_net'] = train_with_decay(scratch_net, args.long_epochs)
     utils.plot_history(histories, run.figure('exercise1_longer.png'),
                        title='%d epochs, lr / 10 at epoch %d'
                        % (args.long_epochs, args.decay_epoch))
@@ -157,12 +179,12 @@ def exercise_1():
                       [row + [histories[row[0]]['train_acc'][-1]]
                        for row in accuracy_rows(histories)],
                       [None, '%.3f', '%.3f', '%.3f'])
-    return {'epochs': args.long_epochs, 'histories': histories}
+    return {'epochs': args.long_epochs, 'histories': histories}, finetune_net
 
 
 if 1 in chosen:
     print('\n== Exercise 1 ==')
-    results['1'] = timed(1, exercise_1)
+    results['1'], longer_finetune_net = timed(1, exercise_1)
 
 # %% [markdown]
 # ## Exercise 2: reuse fewer layers

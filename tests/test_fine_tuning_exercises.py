@@ -104,6 +104,24 @@ def test_exercise_1_trains_both_nets_with_the_drop(run_chapter, capsys, tmp_path
     assert set(metrics['seconds']) == {'1'}
 
 
+def test_exercise_1_continues_the_shared_run_as_one_long_run_would(run_chapter):
+    ns, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '1',
+                              '--long-epochs', '3', '--decay-epoch', '2')
+    continued = metrics['exercises']['1']['histories']['finetune_net']
+    shared_net, shared_history = ns['finetune_run']()
+    assert len(ns['shared_runs']) == 1 and len(shared_history['test_acc']) == 1
+    assert continued['test_acc'][:1] == shared_history['test_acc']
+    assert len(continued['test_acc']) == 3 and ns['longer_finetune_net'] is not shared_net
+    # the mechanism: one epoch, then a copy trained on, against one call from the same start
+    start = ns['finetune_from']('mobilenetv2_1.0')
+    one_call = ns['train_with_decay'](ns['copy_of'](start), 3)
+    first = ns['copy_of'](start)
+    first_epoch = ns['train'](first, epochs=1)
+    in_two = ns['train_with_decay'](ns['copy_of'](first), 3, done=first_epoch)
+    np.testing.assert_allclose(in_two['loss'], one_call['loss'], rtol=1e-5)
+    assert in_two['test_acc'] == one_call['test_acc']
+
+
 def test_exercise_2_copies_fewer_stages_and_shares_the_full_run(run_chapter, tmp_path):
     namespace, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', '2')
     histories = metrics['exercises']['2']['histories']
