@@ -59,6 +59,7 @@ args = utils.settings(
     **utils.FINE_TUNING_SETTINGS, **utils.HOTDOG_SETTINGS)
 QUICK_FACES = dict(per_class=4, epochs=20, batch_size=8, learning_rate=0.001,
                    finetune_batchnorm='inference')
+QUICK_HOTDOG = dict(epochs=3)
 run = utils.Run(args, 'fine_tuning')  # wall time, metrics, the figure folder
 ctx = utils.parse_devices(args.devices)
 utils.seed_everything(args.seed)
@@ -81,7 +82,8 @@ utils.seed_everything(args.seed)
 
 # %%
 train_imgs, test_imgs, dataset, examples = utils.hotdog_or_faces(
-    args, args.image_size, faces_settings=QUICK_FACES if args.quick else None)
+    args, args.image_size, faces_settings=QUICK_FACES if args.quick else None,
+    hotdog_settings=QUICK_HOTDOG if args.quick else None)
 train_augs, test_augs = utils.augmentations(args.image_size)
 print('%s: %d training and %d test images, classes %s, %dx%d crops'
       % (dataset, len(train_imgs), len(test_imgs), train_imgs.synsets, args.image_size,
