@@ -3,10 +3,11 @@
     python -m benchmarks.detection_stages [--scenes 1000] [--batch 64]
 
 Stages: scene generation, resizing and normalising, the frozen prefix features[:13] of
-MobileNetV2 at 128 px (hybridized), and one phase-2 training pass (blocks 13-15 + the conv
-head) on the cached features, split into forward+backward, optimizer step and input copies.
-CPU seconds (time.process_time) are printed next to wall seconds because a shared machine's
-wall time says little on its own.
+MobileNetV2 at 128 px (hybridized), and one phase-2 training pass (blocks 13-15 + the head)
+on the cached features, split into forward+backward, optimizer step and input copies.
+CPU seconds (time.process_time, user + system) are printed next to wall seconds because a
+shared machine's wall time says little on its own. `--hybridize` compares MXNet's memory
+planning: `static_shape` (the chapter's), `static_alloc` alone, or neither.
 """
 import utils  # sets OMP_NUM_THREADS before MXNet loads
 
@@ -18,7 +19,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, init, nd
 
-from utils.heads import conv_head
+from utils.heads import conv3x3_head, conv_head
 from utils.loss import ScaledMSELoss
 from utils.scenes import make_scenes
 
@@ -48,13 +49,19 @@ def main():
     parser.add_argument('--unfrozen', choices=['blocks', 'pointwise'], default='blocks',
                         help='phase 2 trains whole blocks 13-15, or only their 1x1 convolutions '
                              'and BatchNorms (not the depthwise ones)')
-    parser.add_argument('--static', type=int, default=1, help='hybridize with static_alloc')
+    parser.add_argument('--hybridize', choices=['static_shape', 'static_alloc', 'plain'],
+                        default='static_shape', help='static_shape: static_alloc and '
+                        'static_shape (the chapter); static_alloc: that alone; plain: neither')
+    parser.add_argument('--head', choices=['conv', 'conv3x3'], default='conv3x3')
     args = parser.parse_args()
-    print('load:', os.getloadavg(), 'OMP_NUM_THREADS', os.environ.get('OMP_NUM_THREADS'))
+    print('load:', os.getloadavg(), 'OMP_NUM_THREADS', os.environ.get('OMP_NUM_THREADS'),
+          'hybridize', args.hybridize, 'head', args.head)
     clock = Clock()
     features = utils.get_pretrained('mobilenetv2_1.0').features
     prefix = utils.freeze(features[:13])
-    prefix.hybridize(static_alloc=True, static_shape=True)
+    flags = {'static_shape': dict(static_alloc=True, static_shape=True),
+             'static_alloc': dict(static_alloc=True), 'plain': {}}[args.hybridize]
+    prefix.hybridize(**flags)
     prefix(nd.zeros((args.batch, 3, args.size, args.size))).wait_to_read()
     feats, labels = [], []
     for i in range(0, args.scenes, args.batch):
@@ -71,7 +78,7 @@ def main():
     x_pre, y = np.concatenate(feats), np.concatenate(labels)
 
     tail = utils.freeze(features[13:16])
-    head = conv_head(16, 5)
+    head = conv3x3_head(32, 5) if args.head == 'conv3x3' else conv_head(16, 5)
     head.initialize(init.Xavier())
     trainee = gluon.nn.HybridSequential()
     trainee.add(tail, head)
@@ -82,10 +89,7 @@ def main():
                 if getattr(conv, '_kwargs', {}).get('num_group', 1) > 1:
                     utils.set_trainable(conv, False)
     print('phase 2 trains %d arrays' % len(utils.trainable_params(trainee)))
-    if args.static:
-        trainee.hybridize(static_alloc=True, static_shape=True)
-    else:
-        trainee.hybridize()
+    trainee.hybridize(**flags)
     loss_fn = ScaledMSELoss(224)
     trainee(nd.array(x_pre[:2]))
     trainer = gluon.Trainer(utils.trainable_params(trainee), 'rmsprop',

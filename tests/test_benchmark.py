@@ -52,3 +52,23 @@ def test_bad_options(argv, message, capsys):
     with pytest.raises(SystemExit):
         tt.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_detection_heads_table_at_toy_size(capsys):
+    from benchmarks import detection_heads
+    rows = detection_heads.main(['--random-base', '--scenes', '40', '--epochs', '2,1',
+                                 '--heads', 'conv,conv3x3', '--test-scenes', '8',
+                                 '--size', '64'])
+    expected = [('conv', 2), ('conv3x3', 2), ('conv', 1), ('conv3x3', 1)]
+    assert [(r[0], r[1]) for r in rows] == expected
+    for row in rows:
+        assert all(0 <= v <= 1 for v in row[4:8]) and row[2] > 0 and row[3] > 0
+    assert '| conv3x3 | 2 |' in capsys.readouterr().out
+
+
+def test_detection_heads_refuses_an_unknown_head(capsys):
+    from benchmarks import detection_heads
+    with pytest.raises(SystemExit) as exit_info:
+        detection_heads.main(['--heads', 'conv,big'])
+    assert exit_info.value.code == 2
+    assert 'unknown head big' in capsys.readouterr().err

@@ -180,6 +180,32 @@ def test_train_arrays_two_contexts_match_one(n):
     assert h1['loss'][1] < h1['loss'][0]
 
 
+class RecordingTrainer(gluon.Trainer):
+    """A Trainer that notes its learning rate at every step."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rates = []
+
+    def step(self, batch_size, ignore_stale_grad=False):
+        self.rates.append(self.learning_rate)
+        super().step(batch_size, ignore_stale_grad)
+
+
+@pytest.mark.parametrize('epochs, expected', [
+    (1, [1.0] * 2 + [0.2] * 2),                 # one epoch of 4 steps: drops after step 2
+    (2, [1.0] * 4 + [0.2] * 4),                 # two: at the epoch boundary, as before
+    (3, [1.0] * 6 + [0.2] * 6),                 # three: after 6 of the 12 steps, mid-epoch
+])
+def test_train_arrays_drops_the_rate_after_a_fraction_of_the_steps(epochs, expected):
+    x, y = blobs(40)   # batches of 10: 4 steps per epoch
+    net = mlp([mx.cpu()])
+    trainer = RecordingTrainer(net.collect_params(), 'sgd', {'learning_rate': 1.0})
+    utils.train_arrays(net, gluon.loss.SoftmaxCrossEntropyLoss(), trainer, (x, y), None, 10,
+                       epochs, lr_drop=0.5, print_fn=lambda *a: None)
+    np.testing.assert_allclose(trainer.rates, expected)
+
+
 def test_schedule_in_two_calls_continues_the_epoch_seeds():
     """A learning-rate drop trains in two calls (fine_tuning_exercises, exercise 1): with
     first_epoch the second call's epochs draw new shuffles and dropout masks, so the two calls

@@ -1,4 +1,4 @@
-"""New output heads put on a truncated base network (the detection chapter's two)."""
+"""New output heads put on a truncated base network (the detection chapter's three)."""
 from mxnet.gluon import nn
 
 
@@ -19,5 +19,23 @@ def conv_head(channels=16, outputs=5):
     head = nn.HybridSequential(prefix='head_')
     with head.name_scope():
         head.add(nn.Conv2D(channels, 1, activation='relu'), nn.Flatten(),
+                 nn.Dense(200, activation='relu'), nn.Dense(outputs))
+    return head
+
+
+def conv3x3_head(channels=32, outputs=5, dropout=0.5):
+    """A 1x1 convolution to `channels`, two 3x3 convolutions, then the text's head.
+
+    Each 3x3 convolution combines a grid cell with its neighbours: a box's edges fall in
+    different cells of the small grid (8x8 at 128 px), and reading them together locates
+    them more finely than the Dense layer alone learns to from a few thousand scenes.
+    Dropout before the Dense layer, because this head otherwise memorises its scenes.
+    """
+    head = nn.HybridSequential(prefix='head_')
+    with head.name_scope():
+        head.add(nn.Conv2D(channels, 1, activation='relu'),
+                 nn.Conv2D(channels, 3, padding=1, activation='relu'),
+                 nn.Conv2D(channels, 3, padding=1, activation='relu'),
+                 nn.Flatten(), nn.Dropout(dropout),
                  nn.Dense(200, activation='relu'), nn.Dense(outputs))
     return head

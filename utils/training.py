@@ -395,8 +395,9 @@ def train_arrays(net, loss_fn, trainer, train, val, batch_size, epochs, ctx=None
     e.g. boxes, which utils.train's accuracy cannot read); returns the history.
 
     train, val: (inputs, labels) numpy arrays (val may be None). Every epoch shuffles with
-    a generator seeded by (seed, epoch). lr_drop: a fraction of the epochs after which the
-    learning rate is divided by 5. Prints one line per epoch, Keras-like:
+    a generator seeded by (seed, epoch). lr_drop: a fraction of the training steps after
+    which the learning rate is divided by 5 (counted in steps, so that a run of one epoch
+    drops half-way too). Prints one line per epoch, Keras-like:
     `Epoch 3/20 - loss: 812.345 - val_loss: 905.123 - 1.2 sec`.
     """
     from .predict import evaluate_loss
@@ -405,13 +406,17 @@ def train_arrays(net, loss_fn, trainer, train, val, batch_size, epochs, ctx=None
     x_train, y_train = train
     history = {'loss': [], 'val_loss': [], 'seconds': []}
     base_lr = trainer.learning_rate
+    steps_per_epoch = -(-len(x_train) // batch_size)
+    drop_step = int(round(lr_drop * epochs * steps_per_epoch)) if lr_drop is not None else None
+    step = 0
     for epoch in range(epochs):
-        if lr_drop is not None and epoch == int(round(lr_drop * epochs)) and epoch > 0:
-            trainer.set_learning_rate(base_lr / 5)
         start = time.time()
         order = np.random.default_rng([seed, epoch]).permutation(len(x_train))
         total = []
         for i in range(0, len(order), batch_size):
+            if step == drop_step and step > 0:
+                trainer.set_learning_rate(base_lr / 5)
+            step += 1
             idx = np.sort(order[i:i + batch_size])
             xs, ys = split_batch(nd.array(x_train[idx]), nd.array(y_train[idx]), ctx)
             with autograd.record():
