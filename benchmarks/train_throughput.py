@@ -11,8 +11,8 @@ variant:
                SGD step only: no data loading, no metrics, no per-batch wait.
   utils.train  ImageFolderDataset + DataLoader + utils.train, as the chapters use them: the
                pictures decoded once into memory (utils.decoded; --decode every-epoch: not),
-               cropped in numpy and normalised per batch (utils.transforms; --augment gluon:
-               gluon's transforms on every picture, as d2l and the limit use them).
+               gluon's transforms on every picture (--augment numpy: cropped in numpy and
+               normalised per batch, utils.transforms.RandomResizedCropFlip).
   d2l          d2l.train_ch13 (d2l 1.0.3, mxnet.np interface, npx.set_np()) on the same folder.
 
 Each variant runs in its own process (d2l needs npx.set_np(); peak RSS is per variant). Weights
@@ -317,9 +317,10 @@ def parse_args(argv=None):
     p.add_argument('--decode', choices=('once', 'every-epoch'), default='once',
                    help="utils.train: pictures decoded once into memory when they fit (the "
                         "chapters' loaders), or decoded again in every epoch")
-    p.add_argument('--augment', choices=('numpy', 'gluon'), default='numpy',
-                   help='utils.train: crop in numpy and normalise per batch (utils.transforms), '
-                        "or gluon's transforms on every picture (as d2l and the limit)")
+    p.add_argument('--augment', choices=('numpy', 'gluon'), default='gluon',
+                   help="utils.train: gluon's transforms on every picture (as d2l, the limit and "
+                        'the chapters), or a crop in numpy and one normalisation per batch '
+                        '(utils.transforms)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--timeout', type=float, default=1800, help='seconds per variant run')
     p.add_argument('--json', default=None, metavar='PATH', help='write the results as JSON')

@@ -162,29 +162,25 @@ def hotdog_folder(args):
     raise UserError(why)
 
 
-def hotdog_or_faces(args, size, resize_hotdog=True, faces_settings=None, hotdog_settings=None):
+def hotdog_or_faces(args, size, resize_hotdog=True, faces_settings=None):
     """(train_imgs, test_imgs, data set name, examples) at `size`-pixel crops, with the
     text's train_augs and test_augs, from HOTDOG_SETTINGS and `args.seed`.
 
     --dataset auto: hotdog when it can be downloaded (or is in data/), else faces offline.
     `args.per_class` (if the chapter has it; default all): training images kept per class,
-    drawn with `args.seed` (utils.few_shot.per_class_subset). `faces_settings`,
-    `hotdog_settings`: settings {name: value} that replace those of `args` for that data set,
-    except the ones given on the command line (`args.given`).
+    drawn with `args.seed` (utils.few_shot.per_class_subset). `faces_settings`: settings
+    {name: value} that replace those of `args` when the faces are used, except the ones
+    given on the command line (`args.given`).
     examples: [(photo, its true class or None)] for classify_hotdog; a photo is a file name
     or a uint8 HWC image (a held-out face photo).
     """
     folder = hotdog_folder(args)
-    _apply(args, hotdog_settings if folder else faces_settings)
     if folder:
         return _hotdog_data(folder, size, resize_hotdog, _per_class(args), args.seed)
-    return _face_data(size, args.seed, _per_class(args))
-
-
-def _apply(args, settings):
-    for name, value in (settings or {}).items():
+    for name, value in (faces_settings or {}).items():
         if name not in getattr(args, 'given', ()):
             setattr(args, name, value)
+    return _face_data(size, args.seed, _per_class(args))
 
 
 def _per_class(args):
