@@ -16,9 +16,8 @@
 #
 # Run it: `python -m chapters.how_much_data [--quick] [--dataset auto|hotdog|faces]
 # [--per-class 2 4 8 16 32 all] [--seeds 5] [--updates N]`. `--quick` (90 trainings of 40
-# updates at 64 px on the faces) took 15 minutes on a 2-core CPU shared with other jobs (load
-# 6-19, OMP_NUM_THREADS=1); from step times on an idle one (0.07 s per fine-tuning update,
-# 0.09 s per scratch update, batch 16) about 4 minutes, not yet measured.
+# updates at 64 px on the faces) took 263 s on an idle 2-core machine (2 threads,
+# `benchmarks/quick_modes.py`).
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
