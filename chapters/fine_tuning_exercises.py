@@ -81,11 +81,16 @@ def reuse_first(pretrained_net, model_name, children):
     net = utils.new_classifier(model_name)
     net.initialize(init.Xavier())
     net(nd.zeros((1, 3, 32, 32)))  # finish deferred initialisation before copying
-    for mine, theirs in zip(net.features[:children], pretrained_net.features[:children]):
-        for p_mine, p_theirs in zip(mine.collect_params().values(),
-                                    theirs.collect_params().values()):
-            p_mine.set_data(p_theirs.data())
+    copy_weights(net.features[:children], pretrained_net.features[:children])
     return net
+
+
+def copy_weights(to_block, from_block):
+    """Set every parameter of `to_block` to the value of its twin in `from_block` (same
+    architecture; the first device's copy when it is on several)."""
+    for mine, theirs in zip(to_block.collect_params().values(),
+                            from_block.collect_params().values()):
+        mine.set_data(theirs.list_data()[0])
 
 
 def train(net, **changes):
@@ -153,11 +158,8 @@ def train_with_decay(net, epochs, done=None):
 def copy_of(trained_net):
     """A new net of the same model with `trained_net`'s weights, to train on without
     changing it."""
-    net = finetune_from(model_name)
-    net(nd.zeros((1, 3, 32, 32)))  # finish deferred initialisation before copying
-    for mine, theirs in zip(net.collect_params().values(),
-                            trained_net.collect_params().values()):
-        mine.set_data(theirs.data(ctx[0]))
+    net = reuse_first(trained_net, model_name, 0)  # initialised, nothing copied yet
+    copy_weights(net, trained_net)
     return net
 
 
