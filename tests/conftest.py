@@ -115,3 +115,18 @@ def run_chapter(tmp_path):
                                                            '--no-progress'] + list(argv))
         return namespace, json.loads(metrics.read_text())
     return run
+
+
+@pytest.fixture(scope='module')
+def random_mobilenet(tmp_path_factory):
+    """gluoncv's mobilenet0.25, randomly initialised: its parameters file and its sha1."""
+    from gluoncv.model_zoo import get_model
+    from mxnet import nd
+    net = get_model('mobilenet0.25', classes=1000)
+    net.initialize()
+    net(nd.zeros((1, 3, 32, 32)))
+    path = str(tmp_path_factory.mktemp('store') / 'random.params')
+    net.save_parameters(path)
+    with open(path, 'rb') as f:
+        data = f.read()
+    return net, data, hashlib.sha1(data).hexdigest()

@@ -225,23 +225,11 @@ def test_chapter_with_cut_weights_says_so_and_predicts(models, capsys, tmp_path,
 
 # %% Model-store files: fetched again (one line), or refused in one line without a network
 
-@pytest.fixture(scope='module')
-def store_params(tmp_path_factory):
-    from gluoncv.model_zoo import get_model
-    net = get_model('mobilenet0.25', classes=1000)
-    net.initialize()
-    net(nd.zeros((1, 3, 32, 32)))
-    path = str(tmp_path_factory.mktemp('store') / 'random.params')
-    net.save_parameters(path)
-    data = read(path)
-    return net, data, hashlib.sha1(data).hexdigest()
-
-
 @pytest.fixture
-def store(tmp_path, monkeypatch, http_server, store_params):
+def store(tmp_path, monkeypatch, http_server, random_mobilenet):
     """The model store on the test server, and a good store file already in the cache."""
     from gluoncv.model_zoo import model_store
-    _, data, sha1 = store_params
+    _, data, sha1 = random_mobilenet
     monkeypatch.setitem(model_store._model_sha1, 'mobilenet0.25', sha1)
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))
     monkeypatch.setenv('MXNET_GLUON_REPO', http_server.url + '/')
@@ -257,9 +245,9 @@ def store(tmp_path, monkeypatch, http_server, store_params):
 
 
 @pytest.mark.parametrize('how', sorted(DAMAGES))
-def test_damaged_store_file_is_fetched_again(store, store_params, capsys, how):
+def test_damaged_store_file_is_fetched_again(store, random_mobilenet, capsys, how):
     path, site = store
-    net, data, _ = store_params
+    net, data, _ = random_mobilenet
     DAMAGES[how](path)
     loaded = utils.get_pretrained('mobilenet0.25')
     out = capsys.readouterr().out.strip().splitlines()

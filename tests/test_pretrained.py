@@ -350,20 +350,6 @@ def test_reader_refuses_non_tensor_entries(tmp_path):
 
 # %% The model store, with a local HTTP server as the MXNET_GLUON_REPO mirror
 
-@pytest.fixture(scope='module')
-def random_mobilenet(tmp_path_factory):
-    """gluoncv's mobilenet0.25, randomly initialised: its parameters file and its sha1."""
-    from gluoncv.model_zoo import get_model
-    net = get_model('mobilenet0.25', classes=1000)
-    net.initialize()
-    net(nd.zeros((1, 3, 32, 32)))
-    path = str(tmp_path_factory.mktemp('store') / 'random.params')
-    net.save_parameters(path)
-    with open(path, 'rb') as f:
-        data = f.read()
-    return net, data, hashlib.sha1(data).hexdigest()
-
-
 def serve(site, name, sha1, params):
     """Put a store zip holding `params` on the test server; returns its URL path."""
     file_name = '%s-%s' % (name, sha1[:8])
