@@ -5,6 +5,7 @@ import random
 import numpy as np
 import pytest
 from mxnet import gluon, image, nd
+from mxnet.gluon.data.dataloader import default_batchify_fn
 from mxnet.gluon.data.vision import transforms
 
 from utils import decoded
@@ -90,3 +91,15 @@ def test_a_loader_of_numpy_pictures_gives_normalised_batches(tmp_path):
                                    batchify_fn=normalised_batch)
     shapes = [x.shape for x, _ in loader]
     assert shapes == [(4, 3, 16, 16), (2, 3, 16, 16)]
+
+
+def test_the_batch_owns_its_memory_and_labels_keep_the_default_dtype():
+    samples = [(p[:16, :16].copy(), i % 2) for i, p in enumerate(pictures())]
+    batch, labels = normalised_batch(samples)
+    before = batch.asnumpy()
+    for picture, _ in samples:  # the pictures a dataset keeps in memory are not the batch's
+        picture[:] = 0
+    np.testing.assert_array_equal(batch.asnumpy(), before)
+    default = default_batchify_fn([label for _, label in samples])
+    assert labels.dtype == default.dtype and labels.shape == default.shape
+    assert labels.asnumpy().tolist() == default.asnumpy().tolist()

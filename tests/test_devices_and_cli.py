@@ -97,3 +97,21 @@ def test_importing_a_chapter_says_how_to_run_it():
     sys.modules.pop('chapters.train_basics', None)
     with pytest.raises(RuntimeError, match='python -m chapters.train_basics'):
         import chapters.train_basics  # noqa: F401
+
+
+def test_python_thread_runs_mxnet_openmp_loops_alone():
+    # libgomp's per-thread setting: 1 on the thread that imported utils, OMP_NUM_THREADS on any
+    # other thread (MXNet's engine threads, which train, are such threads).
+    code = ('import ctypes, threading, utils\n'
+            'gomp = ctypes.CDLL("libgomp.so.1")\n'
+            'other = []\n'
+            't = threading.Thread(target=lambda: other.append(gomp.omp_get_max_threads()))\n'
+            't.start(); t.join()\n'
+            'print(gomp.omp_get_max_threads(), other[0])\n')
+    env = dict(os.environ, OMP_NUM_THREADS='3')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    if 'libgomp' in proc.stderr:
+        pytest.skip('MXNet here is not linked with libgomp')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['1', '3']
