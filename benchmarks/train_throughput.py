@@ -143,22 +143,19 @@ def _training_setup(cfg, decode_once=False, numpy_augment=False):
     Called after npx.set_np() in the d2l process, so its arrays are mxnet.np arrays there.
     decode_once: the pictures decoded once into memory when they fit (utils.decoded, as the
     chapters load them); RandomResizedCrop needs the whole picture, so none is resized.
-    numpy_augment: utils.transforms.RandomResizedCropFlip on numpy pictures; the batches are
-    then normalised by `normalised_batch`, the DataLoader's batchify_fn.
+    numpy_augment: the dataset keeps the numpy pictures as they are; the DataLoader's
+    batchify_fn (utils.transforms.CroppedBatches) crops them into each batch.
     """
     import utils
     from mxnet import gluon
     from utils.decoded import decode_once as decoded
-    from utils.transforms import RandomResizedCropFlip
     ctx = utils.parse_devices(cfg['devices'])
     utils.training.seed_everything(cfg['seed'])
     dataset = gluon.data.vision.ImageFolderDataset(cfg['folder'])
     if decode_once:
         dataset = decoded(dataset, name='image folder', print_fn=lambda *a: None,
                           as_numpy=numpy_augment)
-    if numpy_augment:
-        dataset = dataset.transform_first(RandomResizedCropFlip(cfg['image_size']))
-    else:
+    if not numpy_augment:
         dataset = dataset.transform_first(_augmentation(cfg['image_size']))
     net = _net(cfg['model'], ctx)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -169,11 +166,12 @@ def _training_setup(cfg, decode_once=False, numpy_augment=False):
 def run_utils_train(cfg):
     import utils
     from mxnet import gluon
-    from utils.transforms import normalised_batch
+    from utils.transforms import CroppedBatches, RandomResizedCropFlip
     numpy_augment = cfg['augment'] == 'numpy'
     ctx, dataset, net, loss, trainer = _training_setup(cfg, cfg['decode'] == 'once',
                                                        numpy_augment)
-    batchify = dict(batchify_fn=normalised_batch) if numpy_augment else {}
+    crop = CroppedBatches(RandomResizedCropFlip(cfg['image_size']))
+    batchify = dict(batchify_fn=crop) if numpy_augment else {}
     quiet = dict(progress=False, print_fn=lambda *a: None)
     warm = gluon.data.DataLoader(dataset.take(cfg['warmup'] * cfg['batch_size']),
                                  cfg['batch_size'], shuffle=True, **batchify)

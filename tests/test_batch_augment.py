@@ -11,7 +11,7 @@ from mxnet.gluon.data.vision import transforms
 from utils import decoded
 from utils.datasets import image_folder
 from utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from utils.transforms import RandomResizedCropFlip, normalised_batch
+from utils.transforms import CroppedBatches, RandomResizedCropFlip, normalised_batch
 
 
 def pictures(count=6, seed=0):
@@ -103,3 +103,15 @@ def test_the_batch_owns_its_memory_and_labels_keep_the_default_dtype():
     default = default_batchify_fn([label for _, label in samples])
     assert labels.dtype == default.dtype and labels.shape == default.shape
     assert labels.asnumpy().tolist() == default.asnumpy().tolist()
+
+
+def test_cropped_batches_equal_cropping_each_picture_then_batching():
+    samples = [(p, i % 2) for i, p in enumerate(pictures())]
+    crop = RandomResizedCropFlip(24)
+    random.seed(3)
+    expected, expected_labels = normalised_batch([(crop(p), y) for p, y in samples])
+    random.seed(3)
+    batch, labels = CroppedBatches(crop)(samples)
+    assert batch.shape == (6, 3, 24, 24)
+    np.testing.assert_array_equal(batch.asnumpy(), expected.asnumpy())
+    assert labels.asnumpy().tolist() == expected_labels.asnumpy().tolist()

@@ -212,6 +212,14 @@ def check_replicas(trainer, epoch):
             'the run cannot be trusted, start it again' % (epoch, name, _describe(groups), more))
 
 
+def _total(parts, ctx):
+    """The sum of per-device parts on `ctx`; one part is returned as it is (one operation less
+    per batch, which a small net on a CPU notices)."""
+    if len(parts) == 1 and parts[0].context == ctx:
+        return parts[0]
+    return nd.add_n(*[part.as_in_context(ctx) for part in parts])
+
+
 def _correct(output, label):
     return (output.argmax(axis=1) == label.astype(output.dtype)).sum()
 
@@ -351,10 +359,10 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
                 raise UserError('%s: build the Trainer with utils.distributed.make_trainer '
                                 '(update_on_kvstore=False)' % str(err).split('.')[0])
             samples += data.shape[0]
-            batch_loss = nd.add_n(*[lo.sum().as_in_context(ctx[0]) for lo in losses])
+            batch_loss = _total([lo.sum() for lo in losses], ctx[0])
             batch_losses.append(batch_loss)
-            batch_correct.append(nd.add_n(*[_correct(out, y).as_in_context(ctx[0])
-                                            for out, y in zip(outputs, ys)]))
+            batch_correct.append(_total([_correct(out, y) for out, y in zip(outputs, ys)],
+                                        ctx[0]))
             # Stay at most one batch ahead of the devices: enough to keep them busy, and the
             # queued inputs of a whole epoch do not pile up in memory.
             if pending is not None:
@@ -426,7 +434,7 @@ def train_arrays(net, loss_fn, trainer, train, val, batch_size, epochs, ctx=None
             if len(xs) < len(ctx):
                 _zero_idle_grads(params, ctx[len(xs):])
             trainer.step(len(idx))
-            total.append(nd.add_n(*[lo.sum().as_in_context(ctx[0]) for lo in losses]))
+            total.append(_total([lo.sum() for lo in losses], ctx[0]))
         loss = float(nd.add_n(*total).asscalar()) / len(order)
         if not np.isfinite(loss):
             raise TrainingDiverged('the loss became %s at epoch %d: lower the learning rate'

@@ -72,32 +72,71 @@ class RandomResizedCropFlip:
         return (height - side) // 2, (width - side) // 2, side, side
 
     def __call__(self, img):
-        img = img.asnumpy() if isinstance(img, nd.NDArray) else np.asarray(img)
+        img = _numpy(img)
+        channels = img.shape[2] if img.ndim == 3 else 1
+        return self.into(img, np.empty((self.size, self.size, channels), dtype=img.dtype))
+
+    def into(self, img, out):
+        """Write the crop of the picture `img` into `out` (a size x size x channels numpy array)
+        and return `out`."""
+        img = _numpy(img)
         top, left, h, w = self.region(*img.shape[:2])
-        crop = cv2.resize(img[top:top + h, left:left + w], (self.size, self.size),
-                          interpolation=cv2.INTER_LINEAR)
-        if crop.ndim == 2:  # OpenCV drops a single channel
-            crop = crop[:, :, None]
+        region = img[top:top + h, left:left + w]
+        target = out[:, :, 0] if out.shape[2] == 1 else out  # OpenCV drops a single channel
+        resized = cv2.resize(region, (self.size, self.size), dst=target,
+                             interpolation=cv2.INTER_LINEAR)
+        if resized.ctypes.data != target.ctypes.data:  # OpenCV made a new array after all
+            target[...] = resized.reshape(target.shape)
         if random.random() < 0.5:
-            crop = crop[:, ::-1]
-        return crop
+            out[:] = out[:, ::-1]  # numpy copies overlapping operands first
+        return out
 
 
 def normalised_batch(samples):
     """DataLoader batchify_fn for (uint8 HWC picture, label) samples: one (N, 3, H, W) float32
     batch scaled to [0, 1] and normalised for ImageNet nets (ToTensor and Normalize, applied
     once per batch), and the labels as the default batchify_fn gives them (same values and
-    dtype).
+    dtype)."""
+    return _normalised(np.stack([picture for picture, _ in samples])), _labels(samples)
 
-    Both arrays reach MXNet without a copy (nd.from_numpy, zero_copy): `nd.array` copies
-    synchronously through the engine, so the training thread waited behind the batch being
-    computed; measured on 2 cores, the loader's share of a mobilenet0.25 step at 96 px fell
-    from 0.30 to 0.11 ms per picture. The stacked arrays are new and never written again,
-    as zero_copy requires.
-    """
-    pictures = nd.from_numpy(np.stack([picture for picture, _ in samples]), zero_copy=True)
-    batch = nd.image.normalize(nd.image.to_tensor(pictures), IMAGENET_MEAN, IMAGENET_STD)
+
+class CroppedBatches:
+    """DataLoader batchify_fn for (uint8 HWC numpy picture, label) samples of any sizes: each
+    picture cropped and flipped by `crop` (a RandomResizedCropFlip) straight into the batch,
+    then the batch normalised as normalised_batch does. The same batches as a dataset
+    transformed by `crop` batched by normalised_batch, without the per-sample transform and
+    the stacking copy."""
+
+    def __init__(self, crop):
+        self.crop = crop
+
+    def __call__(self, samples):
+        first = _numpy(samples[0][0])
+        channels = first.shape[2] if first.ndim == 3 else 1
+        pictures = np.empty((len(samples), self.crop.size, self.crop.size, channels),
+                            dtype=first.dtype)
+        for picture, (img, _) in zip(pictures, samples):
+            self.crop.into(img, picture)
+        return _normalised(pictures), _labels(samples)
+
+
+def _numpy(img):
+    return img.asnumpy() if isinstance(img, nd.NDArray) else np.asarray(img)
+
+
+# Both arrays reach MXNet without a copy (nd.from_numpy, zero_copy): `nd.array` copies
+# synchronously through the engine, so the training thread waited behind the batch being
+# computed; measured on 2 cores, the loader's share of a mobilenet0.25 step at 96 px fell from
+# 0.30 to 0.11 ms per picture. The arrays handed over are new and never written again, as
+# zero_copy requires.
+
+def _normalised(pictures):
+    batch = nd.from_numpy(pictures, zero_copy=True)
+    return nd.image.normalize(nd.image.to_tensor(batch), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _labels(samples):
     labels = [label for _, label in samples]
     if isinstance(labels[0], (nd.NDArray, tuple)):
-        return batch, default_batchify_fn(labels)
-    return batch, nd.from_numpy(np.ascontiguousarray(labels), zero_copy=True)
+        return default_batchify_fn(labels)
+    return nd.from_numpy(np.ascontiguousarray(labels), zero_copy=True)
