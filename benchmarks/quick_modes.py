@@ -86,8 +86,16 @@ def _data_pipeline(m):
         best.get('workers', '?'))
 
 
+def _how_much_data(m):
+    """Mean test accuracy of each method at the fewest photos per class."""
+    fewest = min((n for n in m['per_class'] if str(n).isdigit()), key=int)
+    return '%s per class: %s (mean of %d seeds)' % (
+        fewest, ', '.join('%s %s' % (method, _fmt(by_size[str(fewest)]['mean']))
+                          for method, by_size in m['accuracy'].items()), len(m['seeds']))
+
+
 HEADLINES = {'fine_tuning': _fine_tuning, 'fine_tuning_exercises': _exercises,
-             'feature_extraction': _feature_extraction,
+             'how_much_data': _how_much_data, 'feature_extraction': _feature_extraction,
              'simple_object_detection': _detection, 'custom_classes': _custom_classes,
              'train_basics': _train_basics, 'pretrained_predict': _pretrained_predict,
              'data_pipeline': _data_pipeline}

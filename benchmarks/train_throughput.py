@@ -12,7 +12,7 @@ variant:
   utils.train  ImageFolderDataset + DataLoader + utils.train, as the chapters use them: the
                pictures decoded once into memory (utils.decoded; --decode every-epoch: not),
                gluon's transforms on every picture (--augment numpy: cropped in numpy and
-               normalised per batch, utils.transforms.RandomResizedCropFlip).
+               normalised per batch as the DataLoader makes it, utils.transforms.CroppedBatches).
   d2l          d2l.train_ch13 (d2l 1.0.3, mxnet.np interface, npx.set_np()) on the same folder.
 
 Each variant runs in its own process (d2l needs npx.set_np(); peak RSS is per variant). Weights

@@ -16,7 +16,7 @@
 #
 # Run it: `python -m chapters.how_much_data [--quick] [--dataset auto|hotdog|faces]
 # [--per-class 2 4 8 16 32 all] [--seeds 5] [--updates N]`. `--quick` (90 trainings of 40
-# updates at 64 px on the faces) took 263 s on an idle 2-core machine (2 threads,
+# updates at 64 px on the faces) took 170 s on an idle 2-core machine (2 threads,
 # `benchmarks/quick_modes.py`).
 
 # %%

@@ -20,7 +20,7 @@
 #
 # `--quick` (12000 scenes, offline MobileNetV2) took 149-152 s wall and 154-157 CPU seconds
 # with one thread (OMP_NUM_THREADS=1, seeds 0-3) on a 2-core machine where it was the only
-# busy process (load 1), and 105 s with the default two threads on the idle machine (seed 0:
+# busy process (load 1), and 94 s with the default two threads on the idle machine (seed 0:
 # shape accuracy 0.970, mean IoU 0.711); the numbers are in "Settings" and "Evaluation" below.
 
 # %%

@@ -73,6 +73,11 @@ def test_headlines_from_metrics():
         'shape acc 0.990, mean IoU 0.600')
     assert qm.headline('simple_object_detection', {}) == 'shape acc n/a, mean IoU n/a'
     assert qm.headline('fine_tuning', {'histories': []}).startswith('metrics not understood')
+    accuracy = {'fine-tune': {'2': {'mean': 0.97}, 'all': {'mean': 1.0}},
+                'scratch': {'2': {'mean': 0.6}, 'all': {'mean': 0.9}}}
+    assert qm.headline('how_much_data', {'per_class': ['2', 'all'], 'seeds': [0, 1, 2],
+                                         'accuracy': accuracy}) == (
+        '2 per class: fine-tune 0.970, scratch 0.600 (mean of 3 seeds)')
 
 
 def test_options_name_unknown_chapters(capsys):
