@@ -88,7 +88,10 @@ class RandomResizedCropFlip:
         if resized.ctypes.data != target.ctypes.data:  # OpenCV made a new array after all
             target[...] = resized.reshape(target.shape)
         if random.random() < 0.5:
-            out[:] = out[:, ::-1]  # numpy copies overlapping operands first
+            # In place: 1.3 us against 32 us for numpy's out[:] = out[:, ::-1] at 96 px
+            flipped = cv2.flip(target, 1, dst=target)
+            if flipped.ctypes.data != target.ctypes.data:
+                target[...] = flipped.reshape(target.shape)
         return out
 
 
