@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import shutil
 import zipfile
 
@@ -337,6 +338,71 @@ def test_damaged_checkpoint_is_refused_in_one_line(tmp_path, how):
         tiny_fit(ckpt, resume=True)
     message = str(err.value)
     assert '\n' not in message and ckpt in message and 'delete it to start over' in message
+
+
+class _CallsCode:
+    """Pickles as a call of os.system: what a hostile checkpoint would hold."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class _RawHandle:
+    """Pickles as NDArray(12345): an NDArray around a pointer taken from the file."""
+
+    def __reduce__(self):
+        return nd.NDArray, (12345,)
+
+
+def replace_member(bundle, name, data):
+    with zipfile.ZipFile(bundle) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members[name] = data
+    with zipfile.ZipFile(bundle, 'w') as zf:
+        for n, content in members.items():
+            zf.writestr(n, content)
+
+
+def test_checkpoint_whose_optimizer_states_call_code_is_refused_before_they_run(tmp_path):
+    ckpt = str(tmp_path / 'run.ckpt')
+    tiny_fit(ckpt, resume=False)
+    ran = tmp_path / 'ran'
+    replace_member(ckpt, 'trainer.states', pickle.dumps(_CallsCode('touch %s' % ran)))
+    with pytest.raises(utils.UserError) as err:
+        tiny_fit(ckpt, resume=True)
+    message = str(err.value)
+    assert '\n' not in message and ckpt in message and 'os.system' not in message
+    assert 'asks for posix.system' in message and 'delete it to start over' in message
+    assert not ran.exists()
+
+
+def test_checkpoint_with_an_ndarray_from_a_raw_handle_is_refused(tmp_path):
+    ckpt = str(tmp_path / 'run.ckpt')
+    tiny_fit(ckpt, resume=False)
+    replace_member(ckpt, 'trainer.states', pickle.dumps({0: _RawHandle()}))
+    with pytest.raises(utils.UserError, match='an NDArray built from a handle'):
+        tiny_fit(ckpt, resume=True)
+
+
+@pytest.mark.parametrize('name, settings', [
+    ('sgd', {'learning_rate': 0.1, 'momentum': 0.9, 'wd': 1e-3}),
+    ('adam', {'learning_rate': np.float32(0.01)}),
+    ('rmsprop', {'learning_rate': 0.01}),
+    ('sgd', {'learning_rate': 0.1, 'lr_scheduler': mx.lr_scheduler.FactorScheduler(10, 0.5)})])
+def test_states_a_trainer_writes_pass_the_check(tmp_path, name, settings):
+    from utils.trainer_states import check_trainer_states
+    net = nn.Dense(2)
+    net.initialize()
+    trainer = gluon.Trainer(net.collect_params(), name, settings)
+    with mx.autograd.record():
+        loss = net(nd.ones((2, 3))).sum()
+    loss.backward()
+    trainer.step(2)
+    trainer.save_states(str(tmp_path / 'states'))
+    check_trainer_states(str(tmp_path / 'states'))  # raises when refused
 
 
 # %% Saved custom-class models: refused in one line, saying to train again

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .errors import UserError, one_line
 from .files import write_json, zip_bundle_reader, zip_bundle_writer
+from .trainer_states import check_trainer_states
 
 HISTORY_KEYS = ('loss', 'train_acc', 'test_acc', 'seconds', 'images_per_sec')
 
@@ -278,7 +279,9 @@ def _load_checkpoint(path, net, trainer, ctx):
             with open(os.path.join(folder, 'meta.json')) as f:
                 meta = json.load(f)
             net.load_parameters(os.path.join(folder, 'net.params'), ctx=ctx)
-            trainer.load_states(os.path.join(folder, 'trainer.states'))
+            states = os.path.join(folder, 'trainer.states')
+            check_trainer_states(states, 'checkpoint %s' % path)  # before pickle runs it
+            trainer.load_states(states)
             return meta['epoch'] + 1, meta['history']
     # zip_bundle_reader checks every member's CRC, so a damaged file ends here, never half-read
     except (zipfile.BadZipFile, KeyError, TypeError, OSError, ValueError, AssertionError,
