@@ -170,8 +170,8 @@ def run_utils_train(cfg):
     numpy_augment = cfg['augment'] == 'numpy'
     ctx, dataset, net, loss, trainer = _training_setup(cfg, cfg['decode'] == 'once',
                                                        numpy_augment)
-    crop = CroppedBatches(RandomResizedCropFlip(cfg['image_size']))
-    batchify = dict(batchify_fn=crop) if numpy_augment else {}
+    batchify = (dict(batchify_fn=CroppedBatches(RandomResizedCropFlip(cfg['image_size'])))
+                if numpy_augment else {})
     quiet = dict(progress=False, print_fn=lambda *a: None)
     warm = gluon.data.DataLoader(dataset.take(cfg['warmup'] * cfg['batch_size']),
                                  cfg['batch_size'], shuffle=True, **batchify)

@@ -360,10 +360,7 @@ class _RawHandle:
 def replace_member(bundle, name, data):
     with zipfile.ZipFile(bundle) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
-    members[name] = data
-    with zipfile.ZipFile(bundle, 'w') as zf:
-        for n, content in members.items():
-            zf.writestr(n, content)
+    make_zip(bundle, dict(members, **{name: data}))
 
 
 def test_checkpoint_whose_optimizer_states_call_code_is_refused_before_they_run(tmp_path):

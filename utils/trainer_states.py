@@ -26,9 +26,10 @@ PLAIN = {('builtins', 'bytearray'): bytearray,
          ('numpy', 'dtype'): np.dtype,
          ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
          ('numpy._core.multiarray', 'scalar'): _numpy_scalar}
-KINDS = {'mxnet.optimizer.optimizer': optimizer.Optimizer,
-         'mxnet.optimizer': optimizer.Optimizer,
-         'mxnet.lr_scheduler': lr_scheduler.LRScheduler}
+# module -> (where its classes are found, the base class every allowed one derives from)
+KINDS = {'mxnet.optimizer.optimizer': (optimizer, optimizer.Optimizer),
+         'mxnet.optimizer': (optimizer, optimizer.Optimizer),
+         'mxnet.lr_scheduler': (lr_scheduler, lr_scheduler.LRScheduler)}
 
 
 class _Refused(pickle.UnpicklingError):
@@ -50,10 +51,11 @@ class _StatesUnpickler(pickle.Unpickler):
             return PLAIN[module, name]
         if (module, name) == ('mxnet.ndarray.ndarray', 'NDArray'):
             return _empty_ndarray
-        base = KINDS.get(module)
-        found = getattr(optimizer if base is optimizer.Optimizer else lr_scheduler, name, None)
-        if base is not None and isinstance(found, type) and issubclass(found, base):
-            return found
+        if module in KINDS:
+            namespace, base = KINDS[module]
+            found = getattr(namespace, name, None)
+            if isinstance(found, type) and issubclass(found, base):
+                return found
         raise _Refused('it asks for %s.%s' % (module, name))
 
 
