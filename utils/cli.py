@@ -237,8 +237,9 @@ def chapter_parser(description, default_out, prog=None, distributed=False):
     if distributed:
         parser.add_argument('--kvstore', default='device', choices=KVSTORE_CHOICES,
                             help="how gradients are added up: 'device'/'local' on this machine; "
-                                 "'dist_sync' across processes and machines, under "
-                                 "`python -m utils.launch` (docs/several-machines.md)")
+                                 "'dist_sync' (or asynchronous SGD: 'dist_async') across "
+                                 "processes and machines, under `python -m utils.launch` "
+                                 "(docs/several-machines.md)")
     else:
         parser.add_argument('--kvstore', default='device', type=_local_kvstore,
                             help="how gradients are added up on this machine: 'device' or "
