@@ -160,7 +160,8 @@ READ_ONLY = textwrap.dedent('''
     args = utils.cli.parse_chapter('chapters.fine_tuning', [
         '--dataset', 'hotdog', '--data-dir', share, '--data-url', mirror, '--data-sha1', sha1])
     print('hotdog at', datasets.hotdog_folder(args))
-    utils.get_pretrained('mobilenetv2_1.0', root=models_dir)
+    assert utils.model_store.models_root() == models_dir  # $MXNET_HOME/models
+    utils.get_pretrained('mobilenetv2_1.0')
     print('weights from', models_dir)
     utils.run_chapter('chapters.fine_tuning', [
         '--dataset', 'hotdog', '--data-dir', incomplete, '--no-progress'])
@@ -180,7 +181,8 @@ def test_read_only_shares_are_used_and_an_incomplete_one_is_refused(
             bind_read_only([str(tmp_path)], ['true']), capture_output=True).returncode != 0:
         pytest.skip('needs `unshare -m` and bind mounts (root or user namespaces)')
     mirror, sha1 = hotdog_mirror()
-    share, incomplete, models = tmp_path / 'share', tmp_path / 'incomplete', tmp_path / 'models'
+    share, incomplete = tmp_path / 'share', tmp_path / 'incomplete'
+    models = tmp_path / 'mxnet' / 'models'  # environment()'s $MXNET_HOME
     datasets.get_hotdog(str(share), [(mirror, sha1)])
     utils.get_pretrained('mobilenetv2_1.0', root=str(models))
     incomplete.mkdir()
