@@ -134,7 +134,9 @@ assignments: venv
 
 # Fashion-MNIST (Debian's dataset-fashion-mnist) for the ImageNet-row exercise, without installing
 # it: the .deb is downloaded and its files extracted under data/fashion-mnist/. Optional: the
-# exercise falls back to the face photos when the data is absent.
+# exercise falls back to the face photos when the data is absent. Extracted into a scratch
+# folder inside data/ and renamed into place, so a run reading the files never sees half of
+# them; when two `make fashion-mnist` race, the second keeps the first's folder.
 .PHONY: fashion-mnist
 fashion-mnist:
 	@if [ -e /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then \
@@ -142,13 +144,18 @@ fashion-mnist:
 	elif ls data/fashion-mnist/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz >/dev/null 2>&1; then \
 	  echo "Fashion-MNIST is in data/fashion-mnist"; \
 	elif command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then \
-	  tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && chmod 755 "$$tmp" && \
+	  mkdir -p data && tmp=$$(mktemp -d data/.fashion-mnist.XXXXXX) && trap 'rm -rf "$$tmp"' EXIT && \
+	  chmod 755 "$$tmp" && \
 	  if ! (cd "$$tmp" && apt-get download -q dataset-fashion-mnist >apt.log 2>&1); then \
 	    tail -n 2 "$$tmp/apt.log" >&2; \
 	    echo "could not download dataset-fashion-mnist (try apt-get update first); the exercise falls back to the face photos" >&2; exit 1; \
 	  fi && \
-	  dpkg-deb -x "$$tmp"/dataset-fashion-mnist_*.deb "$$tmp/x" && mkdir -p data && \
-	  rm -rf data/fashion-mnist && mv "$$tmp/x" data/fashion-mnist && \
+	  dpkg-deb -x "$$tmp"/dataset-fashion-mnist_*.deb "$$tmp/x" && \
+	  done=data/fashion-mnist/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz && \
+	  if [ ! -e "$$done" ]; then \
+	    if [ -e data/fashion-mnist ]; then mv data/fashion-mnist "$$tmp/old"; fi; \
+	    mv -T "$$tmp/x" data/fashion-mnist 2>/dev/null || [ -e "$$done" ]; \
+	  fi && \
 	  echo "Fashion-MNIST extracted into data/fashion-mnist"; \
 	else \
 	  echo "no apt-get/dpkg-deb here: get Fashion-MNIST's four IDX files and set FASHION_MNIST_DIR to their folder; the exercise falls back to the face photos" >&2; exit 1; \

@@ -70,7 +70,8 @@ test_data = gluon.data.DataLoader(gluon.data.ArrayDataset(*make_blobs(500, args.
 # ## Model and training
 #
 # `make_trainer` builds a `gluon.Trainer` that also works with a distributed kvstore
-# (`update_on_kvstore=False`, see docs/several-machines.md).
+# (`update_on_kvstore=False` for `dist_sync`; `dist_async`, asynchronous SGD, updates on the
+# servers; see docs/several-machines.md).
 
 # %%
 net = nn.HybridSequential()

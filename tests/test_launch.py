@@ -140,6 +140,71 @@ def test_two_workers_equal_one_process_on_both_shards(tmp_path):
     assert not problems, problems + '\n' + proc.stdout[-3000:]
 
 
+# Asynchronous SGD: each worker's gradient is applied by the server as it arrives. Shards of
+# 100 samples in batches of 8 end with a batch of 4 (what MXNet refuses by itself).
+ASYNC_WORKER = '''
+import sys
+import numpy as np
+import utils
+import mxnet as mx
+from mxnet import gluon, nd
+from tests.test_launch import BATCH, data, mlp
+from utils.distributed import create_kvstore, make_trainer, shard_dataset
+
+kv = create_kvstore('dist_async')
+net = mlp(mx.cpu())
+trainer = make_trainer(net.collect_params(), 'sgd', {'learning_rate': 0.1}, kv)
+shard = shard_dataset(gluon.data.ArrayDataset(*data(200)), kv)
+assert len(shard) % BATCH == 4
+history = utils.train(gluon.data.DataLoader(shard, BATCH, shuffle=True), None, net,
+                      gluon.loss.SoftmaxCrossEntropyLoss(), trainer, mx.cpu(), 6,
+                      progress=False)
+saved = {'loss': np.array(history['loss'])}
+for name, p in net._collect_params_with_prefix().items():
+    saved['worker ' + name] = p.data().asnumpy()
+    on_server = nd.zeros_like(p.data())
+    kv.pull(trainer._param2idx[p.name], out=on_server)  # the server's value, once more
+    saved['server ' + name] = on_server.asnumpy()
+np.savez(sys.argv[1] % kv.rank, **saved)
+print('saved rank', kv.rank, 'of', kv.num_workers)
+'''
+
+
+def test_dist_async_trains_ragged_shards_and_ends_with_the_servers_parameters(tmp_path):
+    proc, out = launch_workers(tmp_path, ASYNC_WORKER)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count('saved rank') == 2
+    saved = [dict(np.load(out % r)) for r in range(2)]
+    names = [k[len('worker '):] for k in saved[0] if k.startswith('worker ')]
+    assert len(names) == 4
+    for rank, got in enumerate(saved):
+        assert got['loss'][-1] < 0.8 * got['loss'][0], (rank, got['loss'])
+        for name in names:  # every worker ends with exactly the server's parameters
+            np.testing.assert_array_equal(got['worker ' + name], got['server ' + name])
+            np.testing.assert_array_equal(got['worker ' + name], saved[0]['worker ' + name])
+
+
+def test_ragged_batch_scaling_equals_a_step_with_its_own_size():
+    """What utils.train does for dist_async's last batch: its gradient scaled by B / b, then a
+    step of B, is the step of b the text's trainer.step(batch_size) takes."""
+    x, y = data(5)
+    nets = []
+    for step in ('own size', 'scaled'):
+        net = mlp(mx.cpu())  # seeded, initialised at its first forward: both start equal
+        nets.append(net)
+        trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.5})
+        with mx.autograd.record():
+            loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(mx.nd.array(x)), mx.nd.array(y))
+        loss.backward()
+        if step == 'own size':
+            trainer.step(5)
+        else:
+            training._scale_grads(trainer, 8 / 5)
+            trainer.step(8)
+    for a, b in zip(nets[0].collect_params().values(), nets[1].collect_params().values()):
+        np.testing.assert_allclose(a.data().asnumpy(), b.data().asnumpy(), rtol=1e-6, atol=1e-7)
+
+
 # Both workers train on all the data (equal batches); the first to take the lock nudges one
 # weight after the first epoch's last step, which the check at the end of that epoch must see.
 PERTURBED = '''

@@ -17,7 +17,7 @@ from PIL import Image
 
 import utils
 from utils import torch_pickle, torchvision_weights
-from utils.files import file_digest
+from utils.files import file_digest, without_locks
 from utils.model_store import store_models
 
 from . import mobilenet_v2_numpy
@@ -159,7 +159,7 @@ def test_structure_and_identity_expansion(mobilenet):
 
 def test_conversion_is_cached(tmp_path, monkeypatch):
     first = utils.get_pretrained('mobilenetv2_1.0', root=str(tmp_path))
-    cached = [f for f in os.listdir(tmp_path)]
+    cached = without_locks(os.listdir(tmp_path))
     assert sorted(cached) == ['mobilenetv2_1.0-torchvision-b0353104-v1.params',
                               'mobilenetv2_1.0-torchvision-b0353104-v1.params.sha256']
 
@@ -377,7 +377,7 @@ def test_store_right_sha1_loads_the_weights(store_env, random_mobilenet):
     url_path = serve(site, 'mobilenet0.25', sha1, params)
     loaded = utils.get_pretrained('mobilenet0.25')
     assert site.hits == [url_path]
-    assert os.listdir(models) == ['mobilenet0.25-%s.params' % sha1[:8]]
+    assert without_locks(os.listdir(models)) == ['mobilenet0.25-%s.params' % sha1[:8]]
     x = nd.random.uniform(shape=(1, 3, 64, 64))
     np.testing.assert_allclose(loaded(x).asnumpy(), net(x).asnumpy(), rtol=1e-5, atol=1e-6)
     assert len(loaded.features) > 68  # gluoncv's definition: the detection chapter cuts at 69
@@ -393,7 +393,7 @@ def test_store_wrong_sha1_is_refused_and_leaves_nothing(store_env, random_mobile
         utils.get_pretrained('mobilenet0.25')
     message = str(err.value)
     assert 'sha1 mismatch' in message and '\n' not in message
-    assert os.listdir(models) == []
+    assert without_locks(os.listdir(models)) == []
 
 
 def test_store_unreachable_says_where_to_put_the_file(tmp_path, monkeypatch, dead_url):
@@ -407,7 +407,7 @@ def test_store_unreachable_says_where_to_put_the_file(tmp_path, monkeypatch, dea
     assert (repo + '/gluon/models/resnet18_v2-a81db45f.zip') in message
     assert str(tmp_path / 'models') in message and 'resnet18_v2-a81db45f.params' in message
     assert "'mobilenetv2_1.0'" in message
-    assert os.listdir(tmp_path / 'models') == []
+    assert without_locks(os.listdir(tmp_path / 'models')) == []
 
 
 def test_store_serves_not_a_zip(store_env, random_mobilenet):
@@ -416,7 +416,7 @@ def test_store_serves_not_a_zip(store_env, random_mobilenet):
     site.put('/gluon/models/mobilenet0.25-%s.zip' % sha1[:8], b'<html>not found</html>')
     with pytest.raises(utils.UserError, match='not a zip'):
         utils.get_pretrained('mobilenet0.25')
-    assert os.listdir(models) == []
+    assert without_locks(os.listdir(models)) == []
 
 
 # %% The chapter

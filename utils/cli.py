@@ -18,7 +18,7 @@ Every chapter also takes --quick, --devices, --seed, --out, --metrics-json, --no
 --kvstore; only a chapter that passes `distributed=True` accepts a 'dist_*' kvstore, and
 `args.given` names the settings the command line gave. Every value is checked when it is
 parsed (the types below: positive_int, size_in, readable_file, image_file, writable_dir,
-...), so a bad one ends the run in one line, before any work. A user error later on
+data_dir, ...), so a bad one ends the run in one line, before any work. A user error later on
 (utils.errors.UserError) also ends it with one line on stderr and status 2, never a
 traceback.
 """
@@ -28,13 +28,12 @@ import platform
 import runpy
 import shlex
 import sys
-import tempfile
 import time
 
 from .devices import DEVICES_HELP, parse_devices
 from .distributed import KVSTORE_CHOICES
 from .errors import UserError, main_guard
-from .files import write_json
+from .files import can_write_in, write_json
 
 _running = []  # the argument lists of the chapters run_chapter is running, innermost last
 
@@ -168,16 +167,6 @@ def image_path(path):
     return readable_dir(path) if os.path.isdir(path) else image_file(path)
 
 
-def _creatable_here(folder):
-    """Can a file be made in `folder`? Tried for real (os.access says yes to root even where
-    the file system says no, e.g. /proc), and cleaned up."""
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=folder, prefix='.write-test-'))
-        return True
-    except OSError:
-        return False
-
-
 def writable_dir(path):
     """A folder that exists and is writable, or can be created: checked without creating it."""
     existing = os.path.abspath(path)
@@ -185,10 +174,18 @@ def writable_dir(path):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise argparse.ArgumentTypeError('%s: %s is a file, not a folder' % (path, existing))
-    if not _creatable_here(existing):
+    if not can_write_in(existing):
         raise argparse.ArgumentTypeError('%s: cannot write in %s; give a folder you can write to'
                                          % (path, existing))
     return path
+
+
+def data_dir(path):
+    """A data folder: one that exists and can be read (a read-only share is used as it is,
+    when it holds everything), or one that can be created."""
+    if os.path.isdir(path):
+        return readable_dir(path)
+    return writable_dir(path)
 
 
 def writable_file(path):
@@ -240,8 +237,9 @@ def chapter_parser(description, default_out, prog=None, distributed=False):
     if distributed:
         parser.add_argument('--kvstore', default='device', choices=KVSTORE_CHOICES,
                             help="how gradients are added up: 'device'/'local' on this machine; "
-                                 "'dist_sync' across processes and machines, under "
-                                 "`python -m utils.launch` (docs/several-machines.md)")
+                                 "'dist_sync' (or asynchronous SGD: 'dist_async') across "
+                                 "processes and machines, under `python -m utils.launch` "
+                                 "(docs/several-machines.md)")
     else:
         parser.add_argument('--kvstore', default='device', type=_local_kvstore,
                             help="how gradients are added up on this machine: 'device' or "

@@ -9,9 +9,10 @@ import os
 import numpy as np
 from mxnet import gluon, image, nd
 
-from .cli import opt, sha1_hex, writable_dir
-from .download import DownloadError, download, extract
+from .cli import data_dir as data_folder, opt, sha1_hex
+from .download import DownloadError, download_checked, extract, extraction_damage
 from .errors import UserError
+from .files import can_write_in
 from .split import ALL, per_class_subset, split_per_class
 from .decoded import decode_once
 from .transforms import augmentations, resize_side, transform
@@ -26,15 +27,36 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 def get_hotdog(data_dir=DATA_DIR, urls=HOTDOG_URLS, sha1=HOTDOG_SHA1):
     """Download (if needed) and extract hotdog.zip; return the folder holding train/ and test/.
 
+    `urls`: strings, checked against `sha1`, or (URL, sha1) pairs (a mirror's own build).
     Raises DownloadError (one line, saying where to put the file by hand) without network.
+    A `data_dir` that cannot be written (a read-only classroom share) is used as it is when
+    it holds the extracted folder, else refused in one line saying what is missing.
     """
     folder = os.path.join(data_dir, 'hotdog')
     archive = os.path.join(data_dir, 'hotdog.zip')
-    fname = download(list(urls), archive, sha1)
-    extract(fname, data_dir, sha1)  # the download checked it: no second hashing
+    sources = [u if isinstance(u, tuple) else (u, sha1) for u in urls]
+    if not can_write_in(data_dir):
+        _check_read_only_share(data_dir, archive, sources)
+    else:
+        fname, archive_sha1 = download_checked(sources, archive)
+        extract(fname, data_dir, archive_sha1)  # the download checked it: no second hashing
     check_image_folder(os.path.join(folder, 'train'))
     check_image_folder(os.path.join(folder, 'test'))
     return folder
+
+
+class ReadOnlyShareError(DownloadError):
+    """A read-only data folder without the extracted data: nothing can be fetched into it."""
+
+
+def _check_read_only_share(data_dir, archive, sources):
+    """A read-only data folder needs hotdog/ extracted by a run with write access (its
+    extraction marker, and every file at its size); hotdog.zip itself is not read."""
+    missing = extraction_damage(archive, data_dir, [s for _, s in sources])
+    if missing:
+        raise ReadOnlyShareError(
+            '%s is read-only and incomplete: %s; run a chapter once with write access to it '
+            '(or give --data-dir a folder you can write to)' % (os.path.abspath(data_dir), missing))
 
 
 def hotdog_available(data_dir=DATA_DIR, urls=HOTDOG_URLS, sha1=HOTDOG_SHA1):
@@ -129,11 +151,13 @@ HOTDOG_SETTINGS = dict(
                 choices=['auto', 'hotdog', 'faces']),
     data_dir=opt(os.environ.get('GLUON_TRANSFER_DATA'),
                  'where hotdog.zip is downloaded and extracted (default: data/, or '
-                 '$GLUON_TRANSFER_DATA)', type=writable_dir),
+                 '$GLUON_TRANSFER_DATA); a read-only folder is used as it is when it holds '
+                 'the extracted data', type=data_folder),
     data_url=opt(None, 'mirror of hotdog.zip, tried before the default URLs (also $HOTDOG_URL)',
                  action='append'),
     data_sha1=opt(os.environ.get('HOTDOG_SHA1', HOTDOG_SHA1),
-                  "sha1 of the mirror's hotdog.zip (also $HOTDOG_SHA1)", type=sha1_hex),
+                  "sha1 of the mirror's hotdog.zip (also $HOTDOG_SHA1); the default URLs "
+                  "are always checked against the published sha1", type=sha1_hex),
 )
 FACE_PHOTOS = ('astronaut.png', 'coffee.png')  # a face, and no face: for classify_hotdog
 
@@ -144,22 +168,36 @@ def hotdog_urls(mirrors=None):
     return list(mirrors or []) + extra + list(HOTDOG_URLS)
 
 
+def hotdog_sources(mirrors=None, mirror_sha1=HOTDOG_SHA1):
+    """hotdog_urls as (URL, sha1) pairs: the mirrors' file checked against `mirror_sha1`
+    (--data-sha1), the default URLs' against the published HOTDOG_SHA1."""
+    return [(url, HOTDOG_SHA1 if url in HOTDOG_URLS else mirror_sha1)
+            for url in hotdog_urls(mirrors)]
+
+
 def hotdog_folder(args):
     """The extracted hotdog folder for the HOTDOG_SETTINGS in `args`, or None when the faces
     stand in (--dataset auto without the data, said in one line); --dataset hotdog without
     the data is a UserError."""
     if args.dataset not in ('auto', 'hotdog'):
         return None
-    kwargs = {'urls': hotdog_urls(args.data_url), 'sha1': args.data_sha1}
+    kwargs = {'urls': hotdog_sources(args.data_url, args.data_sha1)}
     if args.data_dir:
         kwargs['data_dir'] = args.data_dir
-    folder, why = hotdog_available(**kwargs)
-    if folder or args.dataset == 'auto':
-        if not folder:
-            print('hotdog data unavailable (no data/hotdog.zip, no network): running offline on '
-                  "scikit-image's face / not-face photos with MobileNetV2 ImageNet weights")
-        return folder
-    raise UserError(why)
+    try:
+        return get_hotdog(**kwargs)
+    except ReadOnlyShareError as err:
+        if args.dataset == 'hotdog' or args.data_dir:  # a share was named: say what it lacks
+            raise
+        why = str(err)
+    except DownloadError:
+        if args.dataset == 'hotdog':
+            raise
+        why = None
+    print('hotdog data unavailable (%s): running offline on scikit-image\'s face / not-face '
+          'photos with MobileNetV2 ImageNet weights'
+          % (why or 'no data/hotdog.zip, no network'))
+    return None
 
 
 def hotdog_or_faces(args, size, resize_hotdog=True, faces_settings=None):

