@@ -157,6 +157,22 @@ print('feature_batch:', base_model[:-1](X).shape, '-> feature_batch_average:',
 # The classification head: Dropout(0.2) and a Dense layer with 2 outputs (softmax
 # cross-entropy on two logits instead of the text's one sigmoid logit: the same model, and
 # `utils.train`'s accuracy reads an argmax).
+#
+# The text's names and this chapter's:
+#
+# | the text | here |
+# |---|---|
+# | `train_dataset`, `validation_dataset` | `train_data`, `val_data` (DataLoaders) |
+# | `test_dataset` | `test_data` |
+# | `class_names` | `synsets` |
+# | `data_augmentation` | `train_augs` (`utils.augmentations`) |
+# | `preprocess_input`, `rescale` | the normalisation in `utils.transform` |
+# | `base_model` | `base_model` (MobileNetV2's `features`, frozen) |
+# | `global_average_layer` | `base_model[-1]` (the pooling that ends `features`) |
+# | `prediction_layer` with `Dropout(0.2)` | `make_head()` |
+# | `model.compile(...)`, `model.fit(...)` | `gluon.Trainer(...)`, `fit(...)` |
+# | `fine_tune_at = 100` | `FINE_TUNE_BLOCK, FINE_TUNE_LAYER` (`features[14].out[3]`) |
+# | `history`, `history_fine` | `history`, `history_fine` |
 
 
 # %%

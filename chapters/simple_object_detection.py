@@ -205,7 +205,9 @@ def draw_scenes(images, labels, path):
         ax.add_patch(plt.Rectangle((left, top), right - left, bottom - top, fill=False,
                                    edgecolor='red', linewidth=2))
         ax.text(left, top - 3, 'true: %s' % ('rectangle' if label[0] else 'triangle'),
-                color='red', fontsize=9, fontweight='bold')
+                color='red', fontsize=9, fontweight='bold', clip_on=True)
+        ax.set_xlim(0, CANVAS_SIZE)
+        ax.set_ylim(CANVAS_SIZE, 0)
         ax.axis('off')
     return save_figure(fig, path)
 
