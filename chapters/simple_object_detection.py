@@ -388,7 +388,7 @@ class Detector:
 # | `args.numExamples`, `args.batchSize` | `--num-examples`, `--batch-size` |
 # | `initialTransferEpochs`, `fineTuningEpochs` | `--initial-epochs`, `--fine-tuning-epochs` |
 # | `validationSplit` | `--validation-split` |
-# | synthetic_images.js `generateExample` | `utils.make_scenes` |
+# | synthetic_images.js (the scene generator the text names) | `utils.make_scenes` |
 
 # %% [markdown]
 # ## Cached features
