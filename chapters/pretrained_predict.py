@@ -67,7 +67,11 @@ images = [utils.load_image(path) for path in paths]
 # ## The pretrained network and the preprocessing it was trained with
 #
 # Each image's shorter side is resized to `size * 256 / 224` and its centre `size` x `size`
-# cropped, then normalised as on ImageNet (`utils.preprocess`).
+# cropped, then normalised as on ImageNet (`utils.preprocess`). The text's
+# `keras.applications.resnet50.preprocess_input` does what Keras' ResNet-50 weights were
+# trained with (channels to BGR, the ImageNet mean subtracted); the weights here (Gluon's
+# and torchvision's) were trained on pixels in [0, 1] normalised with ImageNet's mean and
+# standard deviation per channel, so that is what they get.
 
 # %%
 model = utils.get_pretrained(args.model, ctx=ctx)

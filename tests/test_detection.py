@@ -1,4 +1,6 @@
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
@@ -106,13 +108,19 @@ TINY = ['--random-base', '--no-progress', '--num-examples', '40', '--initial-epo
         '--batch-size', '16', '--test-scenes', '8']
 
 
+PRINTED = {}  # what the tiny run printed
+
+
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
     """A tiny run of the chapter on a randomly initialised base (offline and fast; the
     chapter itself loads ImageNet weights): (namespace, metrics, output folder)."""
     out = tmp_path_factory.mktemp('detection')
-    namespace = utils.run_chapter('chapters.simple_object_detection', TINY + [
-        '--out', str(out), '--metrics-json', str(out / 'metrics.json')])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        namespace = utils.run_chapter('chapters.simple_object_detection', TINY + [
+            '--out', str(out), '--metrics-json', str(out / 'metrics.json')])
+    PRINTED['tiny'] = printed.getvalue()
     with open(out / 'metrics.json') as f:
         return namespace, json.load(f), out
 
@@ -235,6 +243,15 @@ def test_tiny_end_to_end_run_and_predict(tiny_run):
     utils.run_chapter('chapters.simple_object_detection',
                       ['--random-base', '--out', str(out), '--predict', '3'])
     assert os.path.exists(os.path.join(out, 'predictions.png'))
+
+
+def test_the_texts_settings_are_printed_beside_the_runs(tiny_run):
+    lines = PRINTED['tiny'].splitlines()
+    assert 'This run: 40 scenes, 2 + 1 epochs, 64 px, head conv3x3, RMSProp 0.005 then 0.0002' \
+        in lines, lines[:5]
+    assert ("The text: 20000 scenes, 100 + 200 epochs, 224 px, head text, RMSProp 0.005 then "
+            "0.002 (train.js's defaults: 2000 scenes, 100 + 100 epochs)") in lines, lines[:5]
+    assert os.path.exists(os.path.join(tiny_run[2], 'scenes.png'))  # figure 5.14
 
 
 def test_predict_without_a_model_is_a_clear_error(tmp_path, capsys):

@@ -71,6 +71,22 @@ def _one_step(fe, bn_inference):
     return base, params, changed, stat_change
 
 
+def test_the_texts_figures_and_parameter_counts(tiny_run):
+    _, _, out, folder = tiny_run
+    for name in ('first_nine.png', 'augmentation.png', 'feature_extraction_curves.png',
+                 'learning_curves.png'):
+        assert (folder / name).exists(), name
+    lines = out.splitlines()
+    # MobileNetV2's features counted as Keras' summary counts them: Keras reports 2,257,984
+    # for its MobileNetV2 without top; Gluon's first block has a 32 -> 32 expansion
+    # convolution and its BatchNorm more (1024 + 4 x 32 = 1152).
+    assert ('Base: 24 children, 143 layers; non-trainable params: 2259136 (34176 of them '
+            'BatchNorm running statistics)') in lines, lines
+    assert 2259136 - 2257984 == 32 * 32 + 4 * 32
+    # Dropout + Dense(2) on 1280 features: 2 x 1280 weights + 2 biases
+    assert 'Head: trainable params: 2562 in 2 arrays (the text: 1281 in 2)' in lines
+
+
 def test_fine_tuning_keeps_batchnorm_statistics_and_trains_only_the_top(tiny_run):
     fe = tiny_run[0]
     base, params, changed, stat_change = _one_step(fe, bn_inference=True)
