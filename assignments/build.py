@@ -20,7 +20,8 @@ import tempfile
 from assignments import grade, markers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FRAMEWORK = ('__init__.py', 'grade.py', 'runner.py', 'testing.py', 'markers.py', 'build.py')
+FRAMEWORK = ('__init__.py', 'grade.py', 'runner.py', 'sandbox.py', 'testing.py', 'markers.py',
+             'build.py')
 STUDENT_README = """# Assignments
 
 Each folder holds a statement (statement.md), the file to complete and its public tests.
