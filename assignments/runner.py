@@ -16,11 +16,14 @@ import struct
 import sys
 
 SEED = 12345
-CHANNEL = [None]  # the descriptor the grader reads, given in the request
+CHANNEL = [None, None]  # the descriptor the grader reads (from the request), and our pid
 
 
 def send(header, payload=b''):
-    """One record: an 8-byte length, the JSON header, an 8-byte length, the payload."""
+    """One record: an 8-byte length, the JSON header, an 8-byte length, the payload.
+    A process the student's code forked ends here instead of reporting."""
+    if os.getpid() != CHANNEL[1]:
+        os._exit(0)
     head = json.dumps(header).encode()
     data = struct.pack('<Q', len(head)) + head + struct.pack('<Q', len(payload)) + payload
     view = memoryview(data)
@@ -110,13 +113,18 @@ def fingerprint(value):
         return [fingerprint(v) for v in value]
     if isinstance(value, (bool, int, float, str)) or value is None:
         return repr(value)
+    if hasattr(value, 'collect_params'):  # a Gluon block: its layers and its weights
+        digest = hashlib.sha1(repr(value).encode())
+        for param in value.collect_params().values():
+            digest.update(np.ascontiguousarray(param.data().asnumpy()).tobytes())
+        return 'block:' + digest.hexdigest()[:16]
     return type(value).__name__
 
 
 def main():
     request = json.loads(sys.argv[1])
     paths = request['paths']
-    CHANNEL[0] = request['channel']
+    CHANNEL[:] = [request['channel'], os.getpid()]
     drop_privileges(request.get('uid'))
     sys.path = [p for p in sys.path if p not in ('', '.')]
     sys.dont_write_bytecode = True
