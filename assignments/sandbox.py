@@ -60,6 +60,16 @@ def _python_roots():
     return [r for r in roots if not any(r != o and r.startswith(o + os.sep) for o in roots)]
 
 
+def _matplotlib_dir():
+    """The grader's matplotlib cache (its font list), so no probe process builds its own."""
+    try:
+        import matplotlib.font_manager  # noqa: F401  (writes the font list once)
+        import matplotlib
+        return matplotlib.get_cachedir()
+    except Exception:
+        return None
+
+
 def _models_dir():
     home = os.environ.get('MXNET_HOME', os.path.join(os.path.expanduser('~'), '.mxnet'))
     return os.path.join(home, 'models')
@@ -160,6 +170,12 @@ class Sandbox:
                      INSIDE + '/pkgs/utils']
         if submission:
             args += ['--ro-bind', submission, INSIDE + '/submission']
+        mpl = _matplotlib_dir()
+        if mpl and os.path.isdir(mpl):  # writable, as matplotlib wants, with the font list
+            args += ['--perms', '1777', '--size', str(2**20), '--tmpfs', INSIDE + '/mpl']
+            for name in os.listdir(mpl):
+                if name.startswith('fontlist') and name.endswith('.json'):
+                    args += ['--ro-bind', os.path.join(mpl, name), INSIDE + '/mpl/' + name]
         if mxnet_models and os.path.isdir(mxnet_models):
             args += ['--perms', '0755', '--dir', INSIDE + '/mxnet',
                      '--ro-bind', mxnet_models, INSIDE + '/mxnet/models']
@@ -190,7 +206,8 @@ class Sandbox:
         request = dict(request, uid=UID_BASE + slot if self.root else None)
         if self.bwrap:
             inside = {'lib': INSIDE + '/lib', 'pkgs': INSIDE + '/pkgs',
-                      'submission': INSIDE + '/submission', 'work': INSIDE + '/work', 'tmp': '/tmp'}
+                      'submission': INSIDE + '/submission', 'work': INSIDE + '/work',
+                      'tmp': '/tmp', 'mpl': INSIDE + '/mpl'}
             mxnet_home = INSIDE + '/mxnet'
             prefix = self._bwrap_prefix(lib, submission, _models_dir(), slot)
         else:
@@ -199,12 +216,13 @@ class Sandbox:
                 os.makedirs(folder)
                 os.chmod(folder, 0o1777)
             inside = {'lib': lib, 'pkgs': os.path.join(scratch, 'pkgs'),
-                      'submission': submission, 'work': work, 'tmp': tmp}
+                      'submission': submission, 'work': work, 'tmp': tmp,
+                      'mpl': _matplotlib_dir() or tmp}
             mxnet_home = os.path.dirname(_models_dir())
             prefix = []
         request.update(paths=inside)
         env = {'PATH': '/usr/bin:/bin', 'HOME': inside['work'], 'TMPDIR': inside['tmp'],
-               'MPLCONFIGDIR': inside['tmp'], 'MXNET_HOME': mxnet_home, 'LANG': 'C.UTF-8',
+               'MPLCONFIGDIR': inside['mpl'], 'MXNET_HOME': mxnet_home, 'LANG': 'C.UTF-8',
                'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONHASHSEED': '0',
                'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '2')}
         code = ('import sys; sys.path[:0] = [%r, %r]; from assignments import runner; '
