@@ -226,19 +226,22 @@ def _run_once(job, probes, slot):
 
     (observations of the probes it finished, the probe it was in when it stopped or None,
     how it stopped, whether that probe was the first it started, output)."""
-    scratch = sandbox.new_scratch()
+    zygote = job.box.zygote()
+    scratch = zygote.new_job() if zygote else sandbox.new_scratch()
     try:
         sandbox.prepare_lib(scratch, probe_source(job.text, list(probes), job.tests_file),
                             _utils_dir())
         shutil.copytree(job.folder, os.path.join(scratch, 'submission'))
         sandbox._readable(os.path.join(scratch, 'submission'))
         output_file = os.path.join(scratch, 'output.txt')
-        limits = [job.timeout or t for t in probes.values()]
-        process, channel = job.box.start(
-            {'probes': list(probes), 'submission_file': job.submission_file,
-             'record_calls': job.record_calls}, scratch, slot, sum(limits) * 2 + 60,
-            output_file)
-        sandbox.track(process, True)
+        cpu = sum(job.timeout or t for t in probes.values()) * 2 + 60
+        request = {'probes': list(probes), 'submission_file': job.submission_file,
+                   'record_calls': job.record_calls}
+        if zygote:
+            process, channel = job.box.start_forked(request, scratch, slot, cpu)
+        else:
+            process, channel = job.box.start(request, scratch, slot, cpu, output_file)
+            sandbox.track(process, True)
         try:
             return _follow(process, channel, probes, job.timeout) + (
                 sandbox.tail(output_file),)
@@ -265,10 +268,15 @@ def _follow(process, channel, probes, timeout):
         if left <= 0:
             return done, current, 'timeout', first
         if sandbox.wait_readable(channel, min(left, 0.5)):
-            chunk = os.read(channel, 2**20)
-            if not chunk:
-                process.wait()
-                return done, current, _ended(process), first
+            try:
+                chunk = os.read(channel, 2**20)
+            except BlockingIOError:
+                chunk = None
+            if not chunk:  # a FIFO reads empty until its writer opens it, and at the end
+                if process.poll() is not None:
+                    return done, current, _ended(process), first
+                time.sleep(0.02)
+                chunk = b''
             reader.feed(chunk)
             if reader.overflow:
                 return done, current, 'channel', first
@@ -437,7 +445,9 @@ _box = []
 
 def default_sandbox():
     if not _box:
+        import atexit
         _box.append(sandbox.Sandbox(hide=[HERE]))
+        atexit.register(_box[0].close)
     return _box[0]
 
 
@@ -531,6 +541,9 @@ def setup(tests, box=None):
             raise GradeError('setting up %s failed, nobody was graded: %s'
                              % (what, sandbox_first_line(err)))
     box = box or default_sandbox()
+    problem = box.self_test()
+    if problem:
+        raise GradeError('the sandbox does not work here, nobody was graded: %s' % problem)
     return box
 
 

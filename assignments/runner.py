@@ -121,20 +121,32 @@ def fingerprint(value):
     return type(value).__name__
 
 
-def main():
-    request = json.loads(sys.argv[1])
-    paths = request['paths']
-    CHANNEL[:] = [request['channel'], os.getpid()]
-    drop_privileges(request.get('uid'))
+def _imports():
+    """What every probe needs, imported before any student code (in the zygote: once)."""
     sys.path = [p for p in sys.path if p not in ('', '.')]
     sys.dont_write_bytecode = True
+    import numpy  # noqa: F401
+    import utils  # noqa: F401  (OMP_NUM_THREADS before MXNet, numpy names MXNet needs)
+    import mxnet  # noqa: F401
+    from assignments import testing  # noqa: F401
+
+
+def main():
+    """One probe process for one request (the grader's way without a zygote)."""
+    request = json.loads(sys.argv[1])
+    drop_privileges(request.get('uid'))
+    _imports()
+    serve(request, request['channel'])
+
+
+def serve(request, channel):
+    """Import the student's module and run the probes; never returns."""
     import random
 
     import numpy as np
-    import utils  # noqa: F401  (OMP_NUM_THREADS before MXNet, numpy names MXNet needs)
     import mxnet as mx
-    from assignments import testing  # noqa: F401
-
+    CHANNEL[:] = [channel, os.getpid()]
+    paths = request['paths']
     probes = load_module(os.path.join(paths['lib'], 'probes.py'), 'probes')
     work = paths['work']
     for name in os.listdir(paths['submission']):
@@ -175,3 +187,147 @@ def main():
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # threads the student's code may have left running do not hold the exit
+
+
+# ---------------------------------------------------------------------------------------------
+# The zygote: MXNet imported once inside the sandbox; a fork per request, each fork in a
+# mount namespace of its own (its own scratch, its job's files only), then an unprivileged
+# user. It runs no student code itself.
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = \
+    1, 2, 4, 32, 4096, 16384, 1 << 18
+CLONE_NEWNS = 0x00020000
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
+    return libc, ctypes
+
+
+def _mount(source, target, fstype, flags, data=None):
+    libc, ctypes = _libc()
+    if libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
+                  ctypes.c_ulong(flags), data and data.encode()) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, 'mount %s on %s: %s' % (source, target, os.strerror(errno)))
+
+
+def _own_mounts(job, limits):
+    """This fork's view: its job's files read-only, its own scratch and /tmp, no other job."""
+    libc, ctypes = _libc()
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), 'unshare of the mount namespace failed')
+    _mount(None, '/', None, MS_REC | MS_PRIVATE)
+    size = 'size=%d,mode=1777' % limits['scratch']
+    for target in ('/sandbox/work', '/tmp'):
+        _mount('tmpfs', target, 'tmpfs', MS_NOSUID | MS_NODEV, size)
+    for name in ('lib', 'submission'):
+        target = '/sandbox/' + name
+        _mount(os.path.join(job, name), target, None, MS_BIND | MS_REC)
+        _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    _mount('tmpfs', '/sandbox/jobs', 'tmpfs', MS_RDONLY, 'size=4096,mode=0755')
+
+
+def _limit(limits):
+    import resource
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits['file'], limits['file']))
+    with open('/proc/self/status') as f:  # the zygote's own mappings count too
+        vm = [int(line.split()[1]) * 1024 for line in f if line.startswith('VmSize:')][0]
+    memory = vm + limits['memory']
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits['cpu'], limits['cpu'] + 5))
+    if os.getuid() == 0:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits['processes'], limits['processes']))
+
+
+def _child(job_id, request):
+    job = os.path.join('/sandbox/jobs', job_id)
+    try:
+        os.setsid()
+        out = os.open(os.path.join(job, 'output.txt'), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                      0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        os.close(null)
+        channel = os.open(os.path.join(job, 'channel'), os.O_WRONLY)
+        _own_mounts(job, request['limits'])
+        _limit(request['limits'])
+        drop_privileges(request.get('uid'))
+    except BaseException as err:
+        sys.stderr.write('the sandbox could not set up this probe process: %s\n' % err)
+        os._exit(71)
+    serve(request, channel)
+
+
+def _kill_user(uid):
+    """Every process of `uid` (a fork bomb's children that left the session too)."""
+    if uid is None or os.getuid() != 0:
+        return
+    import signal
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def zygote():
+    """Requests on stdin, one JSON per line: {"run": id, "request": ...} forks a probe
+    process; {"kill": id} kills it and every process of its user. When a fork ends, its exit
+    status goes into the job's folder as `exit`."""
+    import select
+    import signal
+    _imports()
+    running = {}  # pid -> (job id, uid)
+    stdin = sys.stdin.buffer
+    print('zygote ready', flush=True)
+    buffer = b''
+    while True:
+        ready, _, _ = select.select([stdin], [], [], 0.05)
+        if ready:
+            chunk = os.read(stdin.fileno(), 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            while b'\n' in buffer:
+                line, buffer = buffer.split(b'\n', 1)
+                message = json.loads(line)
+                if 'run' in message:
+                    pid = os.fork()
+                    if pid == 0:
+                        _child(message['run'], message['request'])
+                    running[pid] = (message['run'], message['request'].get('uid'))
+                elif 'kill' in message:
+                    for pid, (job_id, uid) in list(running.items()):
+                        if job_id == message['kill']:
+                            try:
+                                os.killpg(pid, signal.SIGKILL)
+                            except OSError:
+                                pass
+                            _kill_user(uid)
+        while running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            job_id, uid = running.pop(pid, (None, None))
+            if job_id is None:
+                continue
+            _kill_user(uid)
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            exit_file = os.path.join('/sandbox/jobs', job_id, 'exit')
+            with open(exit_file + '.tmp', 'w') as f:
+                f.write(str(code))
+            os.replace(exit_file + '.tmp', exit_file)

@@ -78,7 +78,9 @@ def _models_dir():
 class Sandbox:
     """How probe processes are started here, and which guards are up."""
 
-    def __init__(self, use_bwrap=True, hide=()):
+    def __init__(self, use_bwrap=True, hide=(), use_zygote=True):
+        self.use_zygote = use_zygote
+        self._zygote, self._zygote_lock = None, threading.Lock()
         self.bwrap = shutil.which('bwrap') if use_bwrap else None
         self.root = _is_root()
         self.hide = [os.path.realpath(h) for h in hide]
@@ -181,6 +183,91 @@ class Sandbox:
                      '--ro-bind', mxnet_models, INSIDE + '/mxnet/models']
         return args + ['--chdir', '/', '--']
 
+    def environment(self, inside, mxnet_home):
+        return {'PATH': '/usr/bin:/bin', 'HOME': inside['work'], 'TMPDIR': inside['tmp'],
+                'MPLCONFIGDIR': inside['mpl'], 'MXNET_HOME': mxnet_home, 'LANG': 'C.UTF-8',
+                'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONHASHSEED': '0',
+                'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '2')}
+
+    # -- the zygote, where bubblewrap runs as root ----------------------------------------
+
+    def zygote(self):
+        """The running zygote (started, or started again, on demand), or None."""
+        if not (self.bwrap and self.root and self.use_zygote):
+            return None
+        with self._zygote_lock:
+            if self._zygote is not None and not self._zygote.alive():
+                self._zygote.close()
+                self._zygote = None
+            if self._zygote is None:
+                self._zygote = Zygote(self)
+            return self._zygote
+
+    def self_test(self):
+        """Start one probe process on an empty submission: None if it reports `ready` and
+        ends cleanly, else the reason (one line)."""
+        zygote = self.zygote()
+        scratch = zygote.new_job() if zygote else new_scratch()
+        try:
+            prepare_lib(scratch, '', _utils_dir_of_box(self))
+            os.makedirs(os.path.join(scratch, 'submission'))
+            with open(os.path.join(scratch, 'submission', 'empty.py'), 'w'):
+                pass
+            _readable(scratch)
+            request = {'probes': [], 'submission_file': 'empty.py'}
+            output = os.path.join(scratch, 'output.txt')
+            if zygote:
+                process, channel = self.start_forked(request, scratch, 0, 120)
+            else:
+                process, channel = self.start(request, scratch, 0, 120, output)
+            reader, end = ChannelReader(), now() + 300
+            try:
+                while now() < end:
+                    if wait_readable(channel, 0.5):
+                        try:
+                            chunk = os.read(channel, 65536)
+                        except BlockingIOError:
+                            chunk = b''
+                        reader.feed(chunk)
+                        if not chunk:
+                            if process.poll() is not None:
+                                break
+                            time.sleep(0.02)
+                    elif process.poll() is not None:
+                        break
+            finally:
+                kill_tree(process)
+                process.wait()
+                os.close(channel)
+            if any(h.get('event') == 'ready' for h, _ in reader.records) and \
+                    process.returncode == 0:
+                return None
+            last = (tail(output, 2000).strip().splitlines() or [''])[-1]
+            if zygote and not zygote.alive():
+                last = (tail(os.path.join(zygote.jobs, '.zygote.log'), 2000).strip()
+                        .splitlines() or [''])[-1]
+            return 'a probe process does not start (exit status %s): %s' % (
+                process.returncode, last[:200])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def close(self):
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
+
+    def start_forked(self, request, job_dir, slot, cpu_seconds):
+        """Like start(), through the zygote: job_dir holds lib/ and submission/."""
+        if STOPPING.is_set():
+            raise Stopped('grading was interrupted')
+        zygote = self.zygote()
+        request = dict(request, uid=UID_BASE + slot, channel=None, paths={
+            'lib': INSIDE + '/lib', 'submission': INSIDE + '/submission',
+            'work': INSIDE + '/work'}, limits={
+            'file': FILE_LIMIT, 'memory': MEMORY_LIMIT, 'cpu': int(cpu_seconds) + 1,
+            'processes': PROCESS_LIMIT, 'scratch': SCRATCH_LIMIT})
+        return zygote.start(request, job_dir)
+
     def _limits(self, slot, cpu_seconds):
         root = self.root
 
@@ -221,10 +308,7 @@ class Sandbox:
             mxnet_home = os.path.dirname(_models_dir())
             prefix = []
         request.update(paths=inside)
-        env = {'PATH': '/usr/bin:/bin', 'HOME': inside['work'], 'TMPDIR': inside['tmp'],
-               'MPLCONFIGDIR': inside['mpl'], 'MXNET_HOME': mxnet_home, 'LANG': 'C.UTF-8',
-               'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONHASHSEED': '0',
-               'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '2')}
+        env = self.environment(inside, mxnet_home)
         code = ('import sys; sys.path[:0] = [%r, %r]; from assignments import runner; '
                 'runner.main()' % (inside['lib'], inside['pkgs']))
         command = prefix + [sys.executable, '-I', '-c', code, json.dumps(request)]
@@ -337,6 +421,10 @@ class ChannelReader:
 
 def kill_tree(process):
     """SIGKILL the probe's session (bwrap's --die-with-parent takes the rest with it)."""
+    if isinstance(process, ForkedProcess):
+        if process.poll() is None:
+            process.kill()
+        return
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -394,3 +482,119 @@ def wait_readable(fd, seconds):
 
 def now():
     return time.monotonic()
+
+
+# ---------------------------------------------------------------------------------------------
+# The zygote: one sandboxed process that imports MXNet once and forks a probe process per
+# request (assignments.runner.zygote); used where bubblewrap runs as root.
+
+class ForkedProcess:
+    """A probe process forked by the zygote, seen from the grader (like a Popen)."""
+
+    def __init__(self, zygote, job_id, job_dir):
+        self.zygote, self.job_id, self.job_dir = zygote, job_id, job_dir
+        self.returncode = None
+        self.pid = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                with open(os.path.join(self.job_dir, 'exit')) as f:
+                    self.returncode = int(f.read())
+            except (OSError, ValueError):
+                if not self.zygote.alive():
+                    self.returncode = -9
+        return self.returncode
+
+    def wait(self, timeout=30):
+        end = now() + timeout
+        while self.poll() is None and now() < end:
+            time.sleep(0.02)
+        return self.returncode
+
+    def kill(self):
+        self.zygote.send({'kill': self.job_id})
+
+
+class Zygote:
+    def __init__(self, box):
+        self.box = box
+        self.jobs = tempfile.mkdtemp(prefix='grade-jobs-')
+        os.chmod(self.jobs, 0o755)
+        self.runner_lib = os.path.join(self.jobs, '.runner')
+        prepare_lib(self.runner_lib + '.scratch', '', _utils_dir_of_box(box))
+        self.lib = os.path.join(self.runner_lib + '.scratch', 'lib')
+        self.pkgs = os.path.join(self.runner_lib + '.scratch', 'pkgs')
+        self.lock = threading.Lock()
+        self.count = 0
+        prefix = box._bwrap_prefix(None, None, _models_dir(), 0)[:-3]  # without --chdir / --
+        prefix += ['--ro-bind', self.lib, INSIDE + '/lib-runner',
+                   '--perms', '0755', '--dir', INSIDE + '/pkgs',
+                   '--ro-bind', os.path.realpath(os.path.join(self.pkgs, 'utils')),
+                   INSIDE + '/pkgs/utils',
+                   '--bind', self.jobs, INSIDE + '/jobs',
+                   '--perms', '0755', '--dir', INSIDE + '/lib',
+                   '--perms', '0755', '--dir', INSIDE + '/submission']
+        for cap in ('CAP_SYS_ADMIN', 'CAP_SETUID', 'CAP_SETGID', 'CAP_KILL',
+                    'CAP_SYS_RESOURCE', 'CAP_DAC_OVERRIDE'):
+            prefix += ['--cap-add', cap]
+        prefix += ['--chdir', '/', '--']
+        code = ('import sys; sys.path[:0] = [%r, %r]; from assignments import runner; '
+                'runner.zygote()' % (INSIDE + '/lib-runner', INSIDE + '/pkgs'))
+        self.log = open(os.path.join(self.jobs, '.zygote.log'), 'wb')
+        self.process = subprocess.Popen(
+            prefix + [sys.executable, '-I', '-c', code], stdin=subprocess.PIPE,
+            stdout=self.log, stderr=subprocess.STDOUT, env=box.environment(
+                {'work': INSIDE + '/work', 'tmp': '/tmp', 'mpl': INSIDE + '/mpl'},
+                INSIDE + '/mxnet'), start_new_session=True)
+        track(self.process, True)
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def send(self, message):
+        with self.lock:
+            if not self.alive():
+                return False
+            try:
+                self.process.stdin.write((json.dumps(message) + '\n').encode())
+                self.process.stdin.flush()
+            except OSError:
+                return False
+            return True
+
+    def start(self, request, job_dir):
+        """The job's folder holds lib/ and submission/; returns (process, channel fd)."""
+        job_id = os.path.basename(job_dir)
+        fifo = os.path.join(job_dir, 'channel')
+        os.mkfifo(fifo, 0o600)
+        channel = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        process = ForkedProcess(self, job_id, job_dir)
+        if not self.send({'run': job_id, 'request': request}):
+            process.returncode = -9
+        return process, channel
+
+    def new_job(self):
+        with self.lock:
+            self.count += 1
+            job = os.path.join(self.jobs, 'job%d' % self.count)
+        os.makedirs(job)
+        os.chmod(job, 0o755)
+        return job
+
+    def close(self):
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        kill_tree(self.process)
+        self.process.wait()
+        track(self.process, False)
+        self.log.close()
+        shutil.rmtree(self.jobs, ignore_errors=True)
+        shutil.rmtree(self.runner_lib + '.scratch', ignore_errors=True)
+
+
+def _utils_dir_of_box(box):
+    import utils
+    return os.path.dirname(os.path.abspath(utils.__file__))
