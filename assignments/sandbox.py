@@ -541,12 +541,13 @@ class Zygote:
         prefix += ['--chdir', '/', '--']
         code = ('import sys; sys.path[:0] = [%r, %r]; from assignments import runner; '
                 'runner.zygote()' % (INSIDE + '/lib-runner', INSIDE + '/pkgs'))
-        self.log = open(os.path.join(self.jobs, '.zygote.log'), 'wb')
+        log = os.open(os.path.join(self.jobs, '.zygote.log'), os.O_WRONLY | os.O_CREAT, 0o600)
         self.process = subprocess.Popen(
             prefix + [sys.executable, '-I', '-c', code], stdin=subprocess.PIPE,
-            stdout=self.log, stderr=subprocess.STDOUT, env=box.environment(
+            stdout=log, stderr=subprocess.STDOUT, env=box.environment(
                 {'work': INSIDE + '/work', 'tmp': '/tmp', 'mpl': INSIDE + '/mpl'},
                 INSIDE + '/mxnet'), start_new_session=True)
+        os.close(log)
         track(self.process, True)
 
     def alive(self):
@@ -590,7 +591,6 @@ class Zygote:
         kill_tree(self.process)
         self.process.wait()
         track(self.process, False)
-        self.log.close()
         shutil.rmtree(self.jobs, ignore_errors=True)
         shutil.rmtree(self.runner_lib + '.scratch', ignore_errors=True)
 

@@ -285,7 +285,10 @@ def test_the_probe_sees_and_reaches_nothing_of_the_graders(tmp_path):
     grade.submission_source(str(tmp_path / 'student'), 'a9_look', 'look.py', str(folder))
     job = grade.Job('a9_look', tests[0].tests_file, 'look.py', str(folder), box,
                     grade.Slots(1), None)
-    seen = grade.run_probes(job, {'look_around': 60})['look_around']
+    try:
+        seen = grade.run_probes(job, {'look_around': 60})['look_around']
+    finally:
+        box.close()
     assert seen.status == 'ok', (seen.message, seen.output)
     data = seen.data
     assert data['own_file'] == 'done'
