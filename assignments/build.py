@@ -11,8 +11,9 @@ The build fails when anything defined in a hidden-test block (a probe, a check, 
 table of inputs) is named in the student version. With --check, the reference solutions in
 OUT/autograder are graded with every test and the build fails unless they score full marks,
 or when a hidden probe calls a student function with the same arguments as a public probe
-(hidden tests must use inputs the student build does not hold). Both folders are written next to their final place
-and renamed into it, so an interrupted build leaves the previous one whole.
+(hidden tests must use inputs the student build does not hold). Both folders are written
+next to their final place and renamed into it, so an interrupted build leaves the previous
+one whole.
 """
 import argparse
 import json

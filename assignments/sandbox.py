@@ -167,9 +167,9 @@ class Sandbox:
                  '--perms', '0755', '--dir', INSIDE,
                  '--perms', '1777', '--size', str(SCRATCH_LIMIT), '--tmpfs', INSIDE + '/work']
         if lib:
+            utils_dir = os.path.realpath(os.path.join(lib, '..', 'pkgs', 'utils'))
             args += ['--ro-bind', lib, INSIDE + '/lib', '--perms', '0755', '--dir',
-                     INSIDE + '/pkgs', '--ro-bind', os.path.realpath(os.path.join(lib, '..', 'pkgs', 'utils')),
-                     INSIDE + '/pkgs/utils']
+                     INSIDE + '/pkgs', '--ro-bind', utils_dir, INSIDE + '/pkgs/utils']
         if submission:
             args += ['--ro-bind', submission, INSIDE + '/submission']
         mpl = _matplotlib_dir()

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from assignments import build, grade, sandbox
-from tests.test_assignments import ROOT, read, replace
+from tests.test_assignments import ROOT, read
 
 WRONG_IOU = ("width = np.minimum(a[..., 1], b[..., 1]) - np.maximum(a[..., 0], b[..., 0])",
              "width = a[..., 1] - b[..., 0]")
@@ -32,7 +32,9 @@ def source(top='', in_iou='', in_loss='', wrong=True):
     text = read(os.path.join(ROOT, 'assignments', 'a4_iou_loss', 'boxes.py'))
     if wrong:
         text = text.replace(*WRONG_IOU)
-    indent = lambda code: ''.join('    ' + line + '\n' for line in code.strip('\n').split('\n'))
+
+    def indent(code):
+        return ''.join('    ' + line + '\n' for line in code.strip('\n').split('\n'))
     if in_iou:
         text = text.replace(IOU_BODY, indent(in_iou) + IOU_BODY)
     if in_loss:

@@ -8,7 +8,6 @@ asks for) and trains that, in the grader, on photos the student's code never see
 import mxnet as mx
 import numpy as np
 from mxnet import gluon, image, nd
-from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import vision
 
 import utils
