@@ -651,9 +651,16 @@ def positive_seconds(text):
     return value
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options get one line, not the usage text."""
+
+    def error(self, message):
+        self.exit(2, 'error: %s (see %s --help)\n' % (message, self.prog))
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog='python -m assignments.grade',
-                                     description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog='python -m assignments.grade',
+                           description=__doc__.splitlines()[0])
     parser.add_argument('submission', nargs='?', help="one student's folder")
     parser.add_argument('--class-dir', help='a folder holding one folder per student')
     parser.add_argument('--csv', help='with --class-dir: write the scores here, a row added as '
@@ -743,6 +750,8 @@ def _main(args):
         print('%-20s %5g/%g  (%.1f s)%s' % (student, sum(g for g, _ in per.values()),
                                             sum(m for _, m in per.values()), seconds,
                                             '  ' + note if note else ''))
+        if (args.verbose or args.show_hidden) and results is not None:  # the teacher's view
+            report(feedback(results, args.show_hidden, args.verbose), sys.stdout)
         if args.feedback_dir and results is not None:
             write_atomic(os.path.join(args.feedback_dir, student + '.json'),
                          to_json(student_feedback(results, args.verbose), seconds))

@@ -95,6 +95,8 @@ CHEATS = {
         '        os.write(fd, record)\n'
         '    except OSError:\n'
         '        pass\n')),
+    # the grader's own modules, shadowed from the student's folder (files added below)
+    'shadow_grader_modules': dict(),
     # evasion: exits, exceptions the grader might take for its own, killing, descriptors
     'evade_exit': dict(in_iou='sys.exit(0)', in_loss='raise KeyboardInterrupt()'),
     'evade_os_exit': dict(in_iou='os._exit(0)',
@@ -132,6 +134,13 @@ if hasattr(os, 'geteuid') and os.geteuid() == 0:  # a process limit needs a user
     CHEATS['exhaust_fork_bomb'] = dict(in_loss='while True:\n    os.fork()', wrong=False)
 
 
+SHADOW = (  # a grader that took these modules would pass everything
+    'def graded(*a, **k):\n    return lambda f: f\n'
+    'def probe(*a, **k):\n    return lambda f: f\n'
+    'def assert_close(*a, **k):\n    pass\n'
+    'def main():\n    print("TOTAL 9/9")\n')
+
+
 def digest(folder):
     h = hashlib.sha1()
     for root, dirs, files in sorted(os.walk(folder)):
@@ -159,6 +168,14 @@ def cheat_class(tmp_path_factory):
         text = text.replace('FAKE_VALUE', repr(FAKE_PASS)).replace(
             'TARGETS_VALUE', repr(protected + ['../../results.json']))
         (class_dir / name / 'assignments' / 'a4_iou_loss' / 'boxes.py').write_text(text)
+    for folder in (class_dir / 'shadow_grader_modules' / 'assignments',
+                   class_dir / 'shadow_grader_modules' / 'assignments' / 'a4_iou_loss'):
+        (folder / 'assignments').mkdir(exist_ok=True)
+        (folder / 'assignments' / '__init__.py').write_text('')
+        for module in ('testing.py', 'runner.py', 'grade.py', 'assignments/testing.py',
+                       'assignments/runner.py',
+                       'assignments/grade.py', 'utils.py'):
+            (folder / module).write_text(SHADOW)
     before = {p: digest(os.path.dirname(p)) for p in protected[:2]}
     scores, feedback = tmp / 'scores.csv', tmp / 'feedback'
     run = subprocess.run(
