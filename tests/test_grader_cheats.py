@@ -202,7 +202,7 @@ def test_reference_and_wrong_solution_in_the_same_run(cheat_class):
 
 
 @pytest.mark.parametrize('name', sorted(n for n in CHEATS if n.startswith(
-    ('inject', 'redirect', 'evade'))))
+    ('inject', 'redirect', 'evade', 'shadow'))))
 def test_cheat_gains_nothing(cheat_class, name):
     assert total(cheat_class, name) <= total(cheat_class, 'wrong'), \
         (name, cheat_class['points'][name], cheat_class['run'].stdout)
