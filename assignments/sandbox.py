@@ -70,6 +70,20 @@ def _matplotlib_dir():
         return None
 
 
+def _others_can_enter(path):
+    """Whether every folder from / down to path lets other users in."""
+    path = os.path.realpath(path)
+    while True:
+        try:
+            if not os.stat(path).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        if path == os.sep:
+            return True
+        path = os.path.dirname(path)
+
+
 def _models_dir():
     home = os.environ.get('MXNET_HOME', os.path.join(os.path.expanduser('~'), '.mxnet'))
     return os.path.join(home, 'models')
@@ -89,6 +103,9 @@ class Sandbox:
             self.problem = self._try_bwrap()
             if self.problem:
                 self.bwrap = None
+        # without bubblewrap the probe's user must be able to read the Python installation
+        self.own_user = self.root and (bool(self.bwrap) or all(
+            _others_can_enter(p) for p in _python_roots()))
 
     # -- which guards ---------------------------------------------------------------------
 
@@ -101,8 +118,11 @@ class Sandbox:
         else:
             down += ['filesystem isolation and no network (%s)' % (
                 self.problem or 'bubblewrap is not installed: apt-get install bubblewrap')]
-        if self.root:
+        if self.own_user:
             up.append('unprivileged user (uid %d+)' % UID_BASE)
+        elif self.root:
+            down.append('unprivileged user (the Python installation is not readable by other '
+                        'users and bubblewrap is missing: student code runs as root)')
         else:
             down.append('unprivileged user (the grader does not run as root: student code '
                         'runs as you)')
@@ -290,7 +310,7 @@ class Sandbox:
         if STOPPING.is_set():
             raise Stopped('grading was interrupted')
         lib, submission = os.path.join(scratch, 'lib'), os.path.join(scratch, 'submission')
-        request = dict(request, uid=UID_BASE + slot if self.root else None)
+        request = dict(request, uid=UID_BASE + slot if self.own_user else None)
         if self.bwrap:
             inside = {'lib': INSIDE + '/lib', 'pkgs': INSIDE + '/pkgs',
                       'submission': INSIDE + '/submission', 'work': INSIDE + '/work',

@@ -321,3 +321,20 @@ def test_the_probe_sees_and_reaches_nothing_of_the_graders(tmp_path):
     assert 'site-packages' in data['skimage']
     if os.geteuid() == 0:
         assert int(data['uid']) >= sandbox.UID_BASE
+
+
+def test_without_bubblewrap_the_guards_line_says_so_and_grading_goes_on(tmp_path):
+    """A laptop without bubblewrap: plain probe processes with the limits only, said in one
+    line; the reference solutions still score full marks."""
+    student, autograder = build.build(str(tmp_path / 'dist'))
+    root = os.path.join(autograder, 'assignments')
+    tests = grade.read_all_tests(root, ['a4_iou_loss'])
+    box = sandbox.Sandbox(use_bwrap=False)
+    try:
+        line = box.describe()
+        assert 'DOWN: filesystem isolation and no network' in line and '\n' not in line
+        assert not box.complete()
+        results = grade.grade(root, tests, 2, box=box)
+    finally:
+        box.close()
+    assert sum(r['points'] for r in results) == 9, results
