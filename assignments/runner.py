@@ -258,6 +258,9 @@ def _child(job_id, request):
         channel = os.open(os.path.join(job, 'channel'), os.O_WRONLY)
         _own_mounts(job, request['limits'])
         _limit(request['limits'])
+        libc, _ = _libc()
+        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS: no setuid program helps
+            raise OSError('prctl(PR_SET_NO_NEW_PRIVS) failed')
         drop_privileges(request.get('uid'))
     except BaseException as err:
         sys.stderr.write('the sandbox could not set up this probe process: %s\n' % err)
