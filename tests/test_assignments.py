@@ -261,8 +261,6 @@ def test_csv_rows_are_written_as_students_finish(dist, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
-        if not process.stderr.closed:
-            process.stderr.close()
     rows = list(csv.DictReader(scores.read_text().splitlines()))
     assert [(r['student'], r['total']) for r in rows] == [('a_first', '9')]
 

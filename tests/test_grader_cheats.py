@@ -154,6 +154,10 @@ def digest(folder):
 @pytest.fixture(scope='module')
 def cheat_class(tmp_path_factory):
     """One class run: the reference, the wrong solution, and every cheat."""
+    box = sandbox.Sandbox()
+    if not box.bwrap:  # the grader says so in its guards line; the test below covers it
+        pytest.skip('no bubblewrap here (%s): the cheats are defeated only inside it'
+                    % box.problem)
     tmp = tmp_path_factory.mktemp('cheats')
     student, autograder = build.build(str(tmp / 'dist'))
     tests_root = os.path.join(autograder, 'assignments')
