@@ -287,8 +287,8 @@ def _follow(process, channel, probes, timeout):
         for header, payload in reader.records[handled:]:
             handled += 1
             event = header.get('event')
-            if event == 'ready':
-                deadline = sandbox.now() + START_LIMIT
+            if event == 'ready':  # importing the student's module: a probe's time at most
+                deadline = sandbox.now() + (timeout or max(probes.values()))
             elif event == 'import_failed':
                 status = str(header.get('status'))
                 status = status if status in ('not_implemented', 'import_error') \
@@ -379,7 +379,7 @@ def run_probes(job, probes):
             else:
                 alone = current
         elif how != 'finished':  # ended between probes, or before the first
-            status, reason = _failure(how, START_LIMIT)
+            status, reason = _failure(how, job.timeout or max(probes.values()))
             if how != 'timeout':
                 reason = 'the probe process ended before this test ran (exit status %s)' % (
                     how.split()[-1])
