@@ -7,12 +7,18 @@ OUT/student/assignments/     the grader, and per assignment: statement.md, the f
 OUT/autograder/assignments/  the grader, and per assignment: statement.md, the reference
                              solution, tests.py (public and hidden tests)
 
-With --check, the reference solutions in OUT/autograder are graded with every test and the
-build fails unless they score full marks. Both folders are written next to their final place
-and renamed into it, so an interrupted build leaves the previous one whole.
+The build fails when anything defined in a hidden-test block (a probe, a check, a helper, a
+table of inputs) is named in the student version. With --check, the reference solutions in
+OUT/autograder are graded with every test and the build fails unless they score full marks,
+or when a hidden probe calls a student function with the same arguments as a public probe
+(hidden tests must use inputs the student build does not hold). Both folders are written
+next to their final place and renamed into it, so an interrupted build leaves the previous
+one whole.
 """
 import argparse
+import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -20,7 +26,8 @@ import tempfile
 from assignments import grade, markers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FRAMEWORK = ('__init__.py', 'grade.py', 'runner.py', 'testing.py', 'markers.py', 'build.py')
+FRAMEWORK = ('__init__.py', 'grade.py', 'runner.py', 'sandbox.py', 'testing.py', 'markers.py',
+             'build.py')
 STUDENT_README = """# Assignments
 
 Each folder holds a statement (statement.md), the file to complete and its public tests.
@@ -62,12 +69,13 @@ def build_into(out, source=HERE):
             if name != 'build.py' or root == grader_root:
                 shutil.copy2(os.path.join(source, name), root)
     _write(os.path.join(out, 'student', 'README.md'), STUDENT_README)
-    hidden_names = []
+    leaks = []
     for name in assignment_folders(source):
         folder = os.path.join(source, name)
         tests = grade.read_tests(folder)
         submission_file = tests[0].submission_file
-        hidden_names += [t.name for t in tests if t.hidden]
+        hidden_names = [t.name for t in tests if t.hidden] + hidden_definitions(
+            os.path.join(folder, 'tests.py'))
         solution = _read(os.path.join(folder, submission_file))
         tests_text = _read(os.path.join(folder, 'tests.py'))
         student, autograder = (os.path.join(r, name) for r in (student_root, grader_root))
@@ -84,16 +92,41 @@ def build_into(out, source=HERE):
         for extra in sorted(os.listdir(folder)):  # reference data files, if any
             if extra.endswith(('.npz', '.npy', '.json', '.csv')):
                 shutil.copy2(os.path.join(folder, extra), autograder)
-    leaks = [n for n in hidden_names if _mentions(os.path.join(out, 'student'), n)]
+        leaks += ['%s/%s' % (name, n) for n in hidden_names if _mentions(student, n)]
     if leaks:
         raise BuildError('hidden tests found in the student version: %s' % ', '.join(leaks))
     return os.path.join(out, 'student'), os.path.join(out, 'autograder')
 
 
+def hidden_definitions(path):
+    """Names of the top-level functions, classes and constants in hidden-test blocks."""
+    import ast
+    text = _read(path)
+    hidden = markers.hidden_lines(text, path)
+    names = []
+    for node in ast.parse(text, path).body:
+        if node.lineno not in hidden:
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return names
+
+
 def _mentions(folder, word):
+    """Whether a Python file in `folder` uses the name `word`, or another file holds it."""
+    import ast
     for root, _, files in os.walk(folder):
         for name in files:
-            if name.endswith(('.py', '.md')) and word in _read(os.path.join(root, name)):
+            text = _read(os.path.join(root, name))
+            if name.endswith('.py'):
+                tree = ast.parse(text)
+                used = {getattr(n, 'id', None) or getattr(n, 'name', None) or
+                        getattr(n, 'attr', None) for n in ast.walk(tree)}
+                if word in used:
+                    return True
+            elif re.search(r'\b%s\b' % re.escape(word), text):
                 return True
     return False
 
@@ -121,11 +154,26 @@ def build(out, source=HERE):
 
 
 def check_reference(autograder, jobs=1, timeout=None):
-    """Grade the reference solutions with every test; the results that are not full marks."""
+    """Grade the reference solutions with every test: (results, those not full marks,
+    hidden probes that call with a public probe's arguments)."""
     root = os.path.join(autograder, 'assignments')
     tests = grade.read_all_tests(root)
-    results = grade.grade(root, tests, jobs, timeout, grade.project_root())
-    return results, [r for r in results if r['status'] != 'passed']
+    grade.setup(tests)
+    results = grade.grade(root, tests, jobs, timeout, record_calls=True)
+    return results, [r for r in results if r['status'] != 'passed'], \
+        repeated_inputs(tests, results)
+
+
+def repeated_inputs(tests, results):
+    """'assignment/probe' of each hidden probe whose call of a student function (name and
+    argument fingerprints, recorded by the probe process) a public probe also makes."""
+    public, hidden = {}, {}
+    for t, r in zip(tests, results):
+        for name, args in r.get('calls', []):
+            key = (t.assignment, name, json.dumps(args))
+            (hidden if t.probe_hidden else public).setdefault(key, set()).add(t.probe)
+    return sorted('%s/%s' % (key[0], p) for key in hidden if key in public
+                  for p in hidden[key])
 
 
 def main(argv=None):
@@ -143,8 +191,16 @@ def main(argv=None):
         return 2
     print('built %s and %s' % (student, autograder))
     if args.check:
-        results, failed = check_reference(autograder, args.jobs)
+        try:
+            results, failed, repeated = check_reference(autograder, args.jobs)
+        except grade.GradeError as err:
+            print('error: %s' % err, file=sys.stderr)
+            return 2
         grade.report(results, sys.stdout)
+        if repeated:
+            print('error: these hidden probes call the student\'s code with a public '
+                  'probe\'s inputs: %s' % ', '.join(repeated), file=sys.stderr)
+            return 1
         if failed:
             print('error: the reference solutions fail %d test(s): %s' % (
                 len(failed), ', '.join('%s/%s' % (r['assignment'], r['test']) for r in failed)),

@@ -1,86 +1,116 @@
-"""Grade submissions offline on the CPU: each test in its own process, with its own timeout.
+"""Grade submissions offline on the CPU: probes in a sandbox, checks in the grader.
 
     python -m assignments.grade SUBMISSION_DIR [--json scores.json] [--verbose]
     python -m assignments.grade --class-dir SUBMISSIONS --csv scores.csv [--feedback-dir DIR]
 
 SUBMISSION_DIR holds the student's files as handed out (`a1_data_parallel/data_parallel.py`,
-..., directly or under `assignments/`). Every test gets a score and a short reason. Hidden
-tests show only passed / failed and their points, unless the teacher asks with --show-hidden.
-A test that crashes, loops, prints too much or writes outside the folder scores 0; the other
-tests are graded as usual.
+..., directly or under `assignments/`). The student's code runs only in sandboxed probe
+processes (assignments.sandbox), which hand back data; every verdict is computed here, by
+the tests' checks, on that data. Every test gets a score and a short reason. Hidden tests
+show only passed / failed and their points, unless the teacher asks with --show-hidden; the
+per-student feedback files never show more. A test whose probe crashes, loops, prints or
+writes too much scores 0; the other tests and students are graded as usual.
 """
 import argparse
 import ast
 import csv
+import importlib.util
 import io
 import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
+import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
-from assignments import markers
+from assignments import markers, sandbox
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ASSIGNMENT_DIR = re.compile(r'^a\d+_\w+$')
-FILE_LIMIT = 64 * 2**20  # bytes: a larger file (the captured output too) kills the test
-OUTPUT_LIMIT = 100000  # characters printed by one test
+UNPACKED_LIMIT = 256 * 2**20  # bytes: the arrays of one probe's observations, unpacked
+CHECK_LOCK = threading.Lock()  # MXNet's front end is not thread-safe: one check at a time
 
 
 class GradeError(Exception):
-    """Bad command-line input: shown as one line."""
+    """Bad command-line input, or a set-up that cannot grade: shown as one line."""
 
 
 # ---------------------------------------------------------------------------------------------
 # What is graded: the tests of each assignment, read without running them
 
 class Test:
-    def __init__(self, assignment, name, points, timeout, hidden, tests_file, submission_file):
-        self.assignment, self.name, self.points, self.timeout = assignment, name, points, timeout
-        self.hidden, self.tests_file, self.submission_file = hidden, tests_file, submission_file
+    """One graded check and the probe whose observations it judges."""
+
+    def __init__(self, assignment, name, points, probe, timeout, hidden, probe_hidden,
+                 tests_file, submission_file):
+        self.assignment, self.name, self.points = assignment, name, points
+        self.probe, self.timeout, self.hidden, self.probe_hidden = probe, timeout, hidden, \
+            probe_hidden
+        self.tests_file, self.submission_file = tests_file, submission_file
 
 
-def _literal_kwargs(call):
-    args = [ast.literal_eval(a) for a in call.args]
-    kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-    return args, kwargs
+def _decorator(node, name):
+    for deco in node.decorator_list:
+        if isinstance(deco, ast.Call) and getattr(deco.func, 'id', '') == name:
+            args = [a.id if isinstance(a, ast.Name) else ast.literal_eval(a)
+                    for a in deco.args]
+            kwargs = {k.arg: k.value.id if isinstance(k.value, ast.Name)
+                      else ast.literal_eval(k.value) for k in deco.keywords}
+            return args, kwargs
+    return None
+
+
+def tests_path(folder):
+    for name in ('tests.py', 'public_tests.py'):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            return path
+    return None
 
 
 def read_tests(folder):
     """The graded tests of one assignment folder (tests.py, else public_tests.py)."""
     assignment = os.path.basename(folder)
-    for name in ('tests.py', 'public_tests.py'):
-        path = os.path.join(folder, name)
-        if os.path.exists(path):
-            break
-    else:
+    path = tests_path(folder)
+    if path is None:
         return []
     with open(path) as f:
         text = f.read()
     hidden = markers.hidden_lines(text, path)
     tree = ast.parse(text, path)
-    submission_file, tests = None, []
+    submission_file, probes, checks = None, {}, []
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, 'id', '') == 'SUBMISSION_FILE'
                                                 for t in node.targets):
             submission_file = ast.literal_eval(node.value)
         if not isinstance(node, ast.FunctionDef):
             continue
-        for deco in node.decorator_list:
-            if isinstance(deco, ast.Call) and getattr(deco.func, 'id', '') == 'graded':
-                args, kwargs = _literal_kwargs(deco)
-                points = kwargs.get('points', args[0] if args else None)
-                timeout = kwargs.get('timeout', args[1] if len(args) > 1 else 30)
-                tests.append(Test(assignment, node.name, points, timeout,
-                                  node.lineno in hidden, path, submission_file))
+        found = _decorator(node, 'probe')
+        if found is not None:
+            args, kwargs = found
+            probes[node.name] = (kwargs.get('timeout', args[0] if args else 30),
+                                 node.lineno in hidden)
+        found = _decorator(node, 'graded')
+        if found is not None:
+            args, kwargs = found
+            checks.append((node, kwargs.get('points', args[0] if args else None),
+                           kwargs.get('probe', args[1] if len(args) > 1 else None)))
     if submission_file is None:
         raise GradeError('%s does not name its SUBMISSION_FILE' % path)
+    tests = []
+    for node, points, probe in checks:
+        if probe not in probes:
+            raise GradeError('%s:%d: %s judges %r, which is no @probe of the file'
+                             % (path, node.lineno, node.name, probe))
+        timeout, probe_hidden = probes[probe]
+        tests.append(Test(assignment, node.name, points, probe, timeout,
+                          node.lineno in hidden, probe_hidden, path, submission_file))
     return tests
 
 
@@ -99,209 +129,438 @@ def read_all_tests(tests_root, only=None):
     return tests
 
 
-def find_submission_file(submission_dir, test):
-    """The student's file for `test`: <dir>/<assignment>/<file>, also under assignments/."""
-    for candidate in (os.path.join(submission_dir, test.assignment, test.submission_file),
-                      os.path.join(submission_dir, 'assignments', test.assignment,
-                                   test.submission_file)):
-        if os.path.isfile(candidate):
-            return candidate
-    return None
+_parse_lock = threading.Lock()  # ast.parse from several threads at once fails in Python 3.11
+
+
+def probe_source(text, names, path='<tests>'):
+    """The part of a tests file that the probes `names` need: the imports and, transitively,
+    the top-level definitions they use. Checks, and helpers only checks use, stay out."""
+    with _parse_lock:
+        tree = ast.parse(text, path)
+    lines = text.splitlines(keepends=True)
+    defined, imports = {}, []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imports.append(node)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined[node.name] = node
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                for leaf in ast.walk(target):
+                    if isinstance(leaf, ast.Name):
+                        defined[leaf.id] = node
+    needed, stack = set(), list(names)
+    while stack:
+        node = defined.get(stack.pop())
+        if node is None or id(node) in needed:
+            continue
+        needed.add(id(node))
+        stack += [n.id for n in ast.walk(node) if isinstance(n, ast.Name)]
+    out = []
+    for node in tree.body:
+        if node in imports or id(node) in needed:
+            first = min([node.lineno] + [d.lineno for d in getattr(node, 'decorator_list', [])])
+            out.append(''.join(lines[first - 1:node.end_lineno]))
+    return '\n\n'.join(out) + '\n'
 
 
 # ---------------------------------------------------------------------------------------------
-# Running one test
+# The student's files
 
-def _mxnet_home():
-    return os.environ.get('MXNET_HOME', os.path.join(os.path.expanduser('~'), '.mxnet'))
-
-
-class ForkServer:
-    """`python -m assignments.runner --serve`: MXNet imported once, one fork per test."""
-
-    def __init__(self, project_root=None):
-        env = dict(os.environ, MXNET_HOME=_mxnet_home(), PYTHONDONTWRITEBYTECODE='1',
-                   GRADE_OUTPUT_LIMIT=str(OUTPUT_LIMIT), GRADE_FILE_LIMIT=str(FILE_LIMIT),
-                   PYTHONPATH=os.pathsep.join(p for p in (os.path.dirname(HERE), project_root)
-                                              if p))
-        self._process = subprocess.Popen(
-            [sys.executable, '-m', 'assignments.runner', '--serve'], stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL, env=env, cwd=tempfile.gettempdir(), text=True)
-        self._lock = threading.Lock()
-
-    def start(self, request):
-        with self._lock:
-            if self._process.poll() is not None:
-                raise GradeError('the test server stopped (exit status %s): run again with '
-                                 '--no-fork to see why' % self._process.returncode)
-            self._process.stdin.write(json.dumps(request) + '\n')
-            self._process.stdin.flush()
-
-    def close(self):
-        if self._process.poll() is None:
-            self._process.stdin.close()
-            self._process.wait()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+class Missing(Exception):
+    """The student's folder lacks the file to grade (the message says which)."""
 
 
-def _read_int(path):
+def submission_source(submission_dir, assignment, submission_file, target):
+    """Copy the student's folder of `assignment` into `target`, ready to grade: the one
+    place where a student's folder becomes the source file(s) the probes import.
+
+    Looks for <dir>/<assignment>/<file>, also under <dir>/assignments/. Copies regular files
+    only (no links, pipes or devices). Raises Missing, or sandbox.FolderTooLarge."""
+    for folder in (os.path.join(submission_dir, assignment),
+                   os.path.join(submission_dir, 'assignments', assignment)):
+        path = os.path.join(folder, submission_file)
+        if os.path.isfile(path) and not os.path.islink(path):
+            sandbox.copy_folder(folder, target)
+            return os.path.join(target, submission_file)
+    raise Missing('file missing: expected %s/%s' % (assignment, submission_file))
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes: run in the sandbox, a process per group, again alone after a failure
+
+class Observation:
+    """What one probe handed back (status 'ok' and data), or why it handed back nothing."""
+
+    def __init__(self, status, message='', data=None, output='', seconds=0.0, calls=()):
+        self.status, self.message, self.data, self.output = status, message, data, output
+        self.seconds, self.calls = seconds, list(calls)
+
+
+def decode(payload):
+    """A probe's npz bytes as a dict of numpy arrays and JSON values (never pickles)."""
+    import numpy as np
+    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+        if sum(i.file_size for i in archive.infolist()) > UNPACKED_LIMIT:
+            raise ValueError('more than %d MB of arrays' % (UNPACKED_LIMIT // 2**20))
+    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+        data = {key: npz[key] for key in npz.files}
+    text = json.loads(bytes(data.pop('__text__', np.zeros(0, np.uint8)).tobytes()) or b'{}')
+    if not isinstance(text, dict):
+        raise ValueError('malformed observations')
+    data.update(text)
+    return data
+
+
+class Job:
+    """One student's assignment: its copied folder and the probes to run on it."""
+
+    def __init__(self, assignment, tests_file, submission_file, folder, box, slots, timeout,
+                 record_calls=False):
+        self.assignment, self.tests_file, self.submission_file = assignment, tests_file, \
+            submission_file
+        self.folder, self.box, self.slots, self.timeout = folder, box, slots, timeout
+        self.record_calls = record_calls
+        with open(tests_file) as f:
+            self.text = f.read()
+
+
+def _run_once(job, probes, slot):
+    """One probe process for `probes` (name -> timeout), in order.
+
+    (observations of the probes it finished, the probe it was in when it stopped or None,
+    how it stopped, whether that probe was the first it started, output)."""
+    zygote = job.box.zygote()
+    scratch = zygote.new_job() if zygote else sandbox.new_scratch()
     try:
-        with open(path) as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
-
-
-def _kill_group(pid):
-    """Kill `pid`'s process group: the test and whatever the student's code started."""
-    if pid:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _run_forked(server, request, limit):
-    """(timed_out, exit status or None) of one test run by the fork server."""
-    scratch = request['scratch']
-    exit_file, pid_file = os.path.join(scratch, 'exit'), os.path.join(scratch, 'pid')
-    server.start(request)
-    deadline = time.time() + limit
-    while time.time() < deadline and not os.path.exists(exit_file):
-        time.sleep(0.02)
-    timed_out = not os.path.exists(exit_file)
-    if timed_out:
-        # the fork writes its pid as it starts: give a fork that has not yet started a moment
-        grace = time.time() + 10
-        while _read_int(pid_file) is None and not os.path.exists(exit_file) \
-                and time.time() < grace:
-            time.sleep(0.02)
-    _kill_group(_read_int(pid_file))
-    grace = time.time() + 10
-    while not os.path.exists(exit_file) and time.time() < grace:
-        time.sleep(0.02)
-    return timed_out, _read_int(exit_file)
-
-
-def _run_process(command, env, work, output_file, limit):
-    """(timed_out, exit status) of one test run as a new Python process."""
-    with open(output_file, 'wb') as output:
-        child = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=output, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-        try:
-            child.wait(timeout=limit)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            _kill_group(child.pid)
-            child.wait()
-    return timed_out, child.returncode
-
-
-def run_test(test, submission_dir, timeout=None, project_root=None, server=None):
-    """A result dict: status, score, reason, traceback, seconds."""
-    start = time.time()
-    result = {'assignment': test.assignment, 'test': test.name, 'hidden': test.hidden,
-              'max_points': test.points, 'points': 0, 'status': None, 'reason': '',
-              'traceback': '', 'output': ''}
-    source = find_submission_file(submission_dir, test)
-    if source is None:
-        result.update(status='missing', reason='file missing: expected %s/%s'
-                      % (test.assignment, test.submission_file))
-        result['seconds'] = 0.0
-        return result
-    limit = timeout or test.timeout
-    with tempfile.TemporaryDirectory(prefix='grade-') as scratch:
-        work = os.path.join(scratch, 'work')
-        # the student's folder, copied: what the code writes there is thrown away afterwards
-        shutil.copytree(os.path.dirname(source), work, symlinks=True,
-                        ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
-        os.makedirs(os.path.join(work, '.tmp'))
-        env = {'HOME': work, 'TMPDIR': os.path.join(work, '.tmp'),
-               'MPLCONFIGDIR': os.path.join(work, '.tmp')}
-        result_file = os.path.join(scratch, 'result.json')
+        sandbox.prepare_lib(scratch, probe_source(job.text, list(probes), job.tests_file),
+                            _utils_dir())
+        shutil.copytree(job.folder, os.path.join(scratch, 'submission'))
+        sandbox._readable(os.path.join(scratch, 'submission'))
         output_file = os.path.join(scratch, 'output.txt')
-        submission_file = os.path.join(work, os.path.basename(source))
-        tests_file = os.path.abspath(test.tests_file)
-        if server is not None:
-            timed_out, status = _run_forked(server, {
-                'tests_file': tests_file, 'test': test.name, 'submission_file': submission_file,
-                'result_file': result_file, 'output_file': output_file, 'cwd': work,
-                'env': env, 'scratch': scratch}, limit)
+        cpu = sum(job.timeout or t for t in probes.values()) * 2 + 60
+        request = {'probes': list(probes), 'submission_file': job.submission_file,
+                   'record_calls': job.record_calls}
+        if zygote:
+            process, channel = job.box.start_forked(request, scratch, slot, cpu)
         else:
-            env = dict(os.environ, MXNET_HOME=_mxnet_home(), PYTHONDONTWRITEBYTECODE='1',
-                       GRADE_OUTPUT_LIMIT=str(OUTPUT_LIMIT), GRADE_FILE_LIMIT=str(FILE_LIMIT),
-                       PYTHONPATH=os.pathsep.join(
-                           p for p in (os.path.dirname(HERE), project_root) if p), **env)
-            command = [sys.executable, '-m', 'assignments.runner', tests_file, test.name,
-                       submission_file, result_file]
-            timed_out, status = _run_process(command, env, work, output_file, limit)
-        if os.path.exists(output_file):
-            with open(output_file, 'rb') as f:
-                f.seek(max(0, os.path.getsize(output_file) - 4000))
-                result['output'] = f.read().decode('utf-8', 'replace')
-        outcome = None
-        if os.path.exists(result_file) and not timed_out:
-            with open(result_file) as f:
-                text = f.read()
+            process, channel = job.box.start(request, scratch, slot, cpu, output_file)
+            sandbox.track(process, True)
+        try:
+            return _follow(process, channel, probes, job.timeout) + (
+                sandbox.tail(output_file),)
+        finally:
+            sandbox.kill_tree(process)
+            process.wait()
+            sandbox.track(process, False)
+            os.close(channel)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+START_LIMIT = 120  # seconds for the probe process to import MXNet and the student's module
+
+
+def _follow(process, channel, probes, timeout):
+    reader = sandbox.ChannelReader()
+    done, current, started, first = {}, None, 0, False
+    deadline = sandbox.now() + START_LIMIT
+    began = sandbox.now()
+    handled = 0
+    while True:
+        left = deadline - sandbox.now()
+        if left <= 0:
+            return done, current, 'timeout', first
+        if sandbox.wait_readable(channel, min(left, 0.5)):
             try:
-                outcome = json.loads(text) if text else None
-            except ValueError:
-                outcome = None
-    if outcome is not None:
-        result.update(status=outcome['status'], reason=outcome['message'],
-                      traceback=outcome['traceback'])
-    elif timed_out:
-        result.update(status='timeout', reason='stopped after the time limit of %g s' % limit)
-    elif status == -signal.SIGXFSZ:
-        result.update(status='not_allowed',
-                      reason='wrote or printed more than %d MB' % (FILE_LIMIT // 2**20))
-    else:
-        result.update(status='crashed', reason='the test process ended before the test did '
-                      '(exit status %s)' % status)
-    if result['status'] == 'passed':
-        result['points'] = test.points
-    result['seconds'] = round(time.time() - start, 2)
+                chunk = os.read(channel, 2**20)
+            except BlockingIOError:
+                chunk = None
+            if not chunk:  # a FIFO reads empty until its writer opens it, and at the end
+                if process.poll() is not None:
+                    return done, current, _ended(process), first
+                time.sleep(0.02)
+                chunk = b''
+            reader.feed(chunk)
+            if reader.overflow:
+                return done, current, 'channel', first
+        for header, payload in reader.records[handled:]:
+            handled += 1
+            event = header.get('event')
+            if event == 'ready':  # importing the student's module: a probe's time at most
+                deadline = sandbox.now() + (timeout or max(probes.values()))
+            elif event == 'import_failed':
+                status = str(header.get('status'))
+                status = status if status in ('not_implemented', 'import_error') \
+                    else 'import_error'
+                for name in probes:
+                    done[name] = Observation(status, str(header.get('message', ''))[:300])
+                return done, None, 'finished', False
+            elif event == 'start' and header.get('probe') in probes and current is None:
+                current = header['probe']
+                started += 1
+                first = started == 1
+                began = sandbox.now()
+                deadline = began + (timeout or probes[current])
+            elif event == 'done' and header.get('probe') == current:
+                status = header.get('status')
+                message = str(header.get('message', ''))[:300]
+                seconds = round(sandbox.now() - began, 2)
+                calls = header.get('calls') or []
+                if status == 'ok':
+                    try:
+                        done[current] = Observation('ok', data=decode(payload),
+                                                    seconds=seconds, calls=calls)
+                    except Exception as err:
+                        done[current] = Observation('error', 'unreadable observations (%s)'
+                                                    % sandbox_first_line(err), seconds=seconds)
+                else:
+                    done[current] = Observation(
+                        status if status in ('not_implemented', 'error') else 'error',
+                        message, seconds=seconds)
+                current = None
+                deadline = sandbox.now() + START_LIMIT
+                if len(done) == len(probes):
+                    return done, None, 'finished', False
+        if process.poll() is not None and not sandbox.wait_readable(channel, 0):
+            return done, current, _ended(process), first
+
+
+def sandbox_first_line(err):
+    text = str(err).strip().splitlines()
+    return '%s: %s' % (type(err).__name__, text[0][:200]) if text else type(err).__name__
+
+
+def _ended(process):
+    return 'exit %s' % process.returncode
+
+
+def _failure(how, limit):
+    """(status, reason) of a probe process that stopped during a probe."""
+    import signal
+    if how == 'timeout':
+        return 'timeout', 'stopped after the time limit of %g s' % limit
+    if how == 'channel':
+        return 'not_allowed', 'handed back more than %d MB' % (sandbox.CHANNEL_LIMIT // 2**20)
+    code = int(how.split()[1]) if how.startswith('exit ') and how[5:].lstrip('-').isdigit() \
+        else None
+    if code == -signal.SIGXFSZ:
+        return 'not_allowed', 'wrote or printed more than %d MB' % (
+            sandbox.FILE_LIMIT // 2**20)
+    if code == -signal.SIGXCPU:
+        return 'timeout', 'used up its CPU time'
+    return 'crashed', 'the probe process ended during this test (exit status %s)' % code
+
+
+def run_probes(job, probes):
+    """Observations of every probe (name -> timeout) of one job.
+
+    One process runs them all, in order. When it stops during a probe (a crash, a time
+    limit, too much output), that probe gets the failure only if it was the first the
+    process ran; otherwise it runs again alone, as something an earlier probe left behind
+    may have caused it. The probes after it run in a new process."""
+    results, pending, alone = {}, list(probes), None
+    while pending:
+        batch = [alone] if alone else pending
+        slot = job.slots.get()
+        try:
+            done, current, how, first, output = _run_once(
+                job, {name: probes[name] for name in batch}, slot)
+        finally:
+            job.slots.put(slot)
+        for name, observation in done.items():
+            observation.output = output
+            results[name] = observation
+        if current is not None:
+            if first or alone:
+                status, reason = _failure(how, job.timeout or probes[current])
+                results[current] = Observation(status, reason, output=output)
+                alone = None
+            else:
+                alone = current
+        elif how != 'finished':  # ended between probes, or before the first
+            status, reason = _failure(how, job.timeout or max(probes.values()))
+            if how != 'timeout':
+                reason = 'the probe process ended before this test ran (exit status %s)' % (
+                    how.split()[-1])
+            for name in batch:
+                if name not in results:
+                    results[name] = Observation(status, reason, output=output)
+        pending = [name for name in pending if name not in results]
+        if alone and alone not in pending:
+            alone = None
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: in this process, on the observations
+
+_modules = {}
+
+
+def tests_module(path):
+    """The tests file as a module of the grader (never given student code)."""
+    path = os.path.realpath(path)
+    if path not in _modules:
+        name = 'graded_tests_%d' % len(_modules)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _modules[path] = module
+    return _modules[path]
+
+
+def new_result(test):
+    """The record of one test: a single function can write any number of them out."""
+    return {'assignment': test.assignment, 'test': test.name, 'hidden': test.hidden,
+            'max_points': test.points, 'points': 0, 'status': None, 'reason': '',
+            'traceback': '', 'output': '', 'seconds': 0.0}
+
+
+def check(test, observation):
+    result = new_result(test)
+    result['output'] = observation.output
+    if observation.status != 'ok':
+        result.update(status=observation.status, reason=observation.message,
+                      seconds=observation.seconds)
+        return result
+    start = time.time()
+    function = getattr(tests_module(test.tests_file), test.name)
+    with CHECK_LOCK, warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        try:
+            function(observation.data)
+            result.update(status='passed', points=test.points)
+        except AssertionError as err:
+            result.update(status='failed', reason=str(err).strip()[:300] or 'a check failed',
+                          traceback=traceback.format_exc())
+        except Exception as err:  # observations of the wrong form
+            result.update(status='failed', reason='the results do not have the expected form '
+                          '(%s)' % sandbox_first_line(err), traceback=traceback.format_exc())
+    result['seconds'] = round(observation.seconds + time.time() - start, 2)
     return result
 
 
-def grade(submission_dir, tests, jobs=1, timeout=None, project_root=None, server=None,
-          fork=True):
-    """Results of every test, in the order of `tests`.
+# ---------------------------------------------------------------------------------------------
+# One submission
 
-    server: a ForkServer to reuse (grading a class); with fork=False every test starts a
-    new Python process instead (slower: MXNet is imported for each test).
-    """
+_box = []
+
+
+def default_sandbox():
+    if not _box:
+        import atexit
+        _box.append(sandbox.Sandbox(hide=[HERE]))
+        atexit.register(_box[0].close)
+    return _box[0]
+
+
+def _utils_dir():
+    import utils
+    return os.path.dirname(os.path.abspath(utils.__file__))
+
+
+class Slots:
+    """Numbers for the probe processes running at once (each gets a user of its own)."""
+
+    def __init__(self, n):
+        import queue
+        self._queue = queue.Queue()
+        for i in range(max(1, n)):
+            self._queue.put(i)
+
+    def get(self):
+        return self._queue.get()
+
+    def put(self, slot):
+        self._queue.put(slot)
+
+
+def grade(submission_dir, tests, jobs=1, timeout=None, box=None, record_calls=False):
+    """Results of every test, in the order of `tests` (records, see new_result)."""
     if not os.path.isdir(submission_dir):
         raise GradeError('%s is not a folder: give the folder of one student\'s submission'
                          % submission_dir)
-    own = server is None and fork
-    if own:
-        server = ForkServer(project_root)
+    box = box or default_sandbox()
+    slots = Slots(jobs)
+    results = {}
+    scratch = tempfile.mkdtemp(prefix='grade-copy-')
     try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            return list(pool.map(lambda t: run_test(t, submission_dir, timeout, project_root,
-                                                    server), tests))
+        groups = []
+        for assignment in sorted({t.assignment for t in tests}, key=[
+                t.assignment for t in tests].index):
+            mine = [t for t in tests if t.assignment == assignment]
+            target = os.path.join(scratch, assignment)
+            try:
+                submission_source(submission_dir, assignment, mine[0].submission_file, target)
+            except (Missing, sandbox.FolderTooLarge) as err:
+                for t in mine:
+                    results[t.name, assignment] = dict(new_result(t), status='missing',
+                                                       reason=str(err))
+                continue
+            job = Job(assignment, mine[0].tests_file, mine[0].submission_file, target, box,
+                      slots, timeout, record_calls)
+            for hidden in (False, True):  # a public probe process never holds hidden probes
+                probes = {}
+                for t in mine:
+                    if t.probe_hidden == hidden:
+                        probes[t.probe] = max(probes.get(t.probe, 0), t.timeout)
+                if probes:
+                    groups.append((job, probes, [t for t in mine
+                                                 if t.probe_hidden == hidden]))
+
+        def run_group(group):
+            job, probes, group_tests = group
+            observations = run_probes(job, probes)
+            return [(t, check(t, observations[t.probe]), observations[t.probe])
+                    for t in group_tests]
+
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        try:
+            for graded in pool.map(run_group, groups):
+                for t, result, observation in graded:
+                    if record_calls:
+                        result['calls'] = observation.calls
+                    results[t.name, t.assignment] = result
+        except KeyboardInterrupt:  # stop every probe process before waiting for the threads
+            sandbox.kill_all()
+            raise
+        finally:
+            pool.shutdown(wait=True)
     finally:
-        if own:
-            server.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [results[t.name, t.assignment] for t in tests]
+
+
+def setup(tests, box=None):
+    """The grader's own set-up, before any student is scored: each tests file's prepare()
+    (weights, data) and a probe process that starts. Raises GradeError naming the cause."""
+    for path in sorted({t.tests_file for t in tests}):
+        what = os.path.basename(os.path.dirname(path))
+        try:
+            module = tests_module(path)
+            if hasattr(module, 'prepare'):
+                module.prepare()
+        except Exception as err:
+            raise GradeError('setting up %s failed, nobody was graded: %s'
+                             % (what, sandbox_first_line(err)))
+    box = box or default_sandbox()
+    problem = box.self_test()
+    if problem:
+        raise GradeError('the sandbox does not work here, nobody was graded: %s' % problem)
+    return box
 
 
 # ---------------------------------------------------------------------------------------------
 # Feedback
 
 def feedback(results, show_hidden=False, verbose=False):
-    """Results as shown to a student: a hidden test keeps only its name, status and points."""
+    """Results as shown: a hidden test keeps only its name, status and points unless
+    show_hidden; tracebacks and output only with verbose."""
     shown = []
     for r in results:
         r = dict(r)
+        r.pop('calls', None)
         if r['hidden'] and not show_hidden:
             r['status'] = 'passed' if r['status'] == 'passed' else 'failed'
             r['reason'] = 'hidden test'
@@ -310,6 +569,11 @@ def feedback(results, show_hidden=False, verbose=False):
             r['traceback'] = r['output'] = ''
         shown.append(r)
     return shown
+
+
+def student_feedback(results, verbose=False):
+    """What a student may see: never a hidden test's reason, traceback or output."""
+    return feedback(results, show_hidden=False, verbose=verbose)
 
 
 def totals(results):
@@ -327,7 +591,7 @@ def report(results, stream):
             r['max_points'], 'PASS' if r['status'] == 'passed' else 'FAIL', r['reason']))
         for key in ('traceback', 'output'):
             if r.get(key):
-                stream.write('    ' + r[key].rstrip().replace('\n', '\n    ') + '\n')
+                stream.write('    | ' + r[key].rstrip().replace('\n', '\n    | ') + '\n')
     per = totals(results)
     for name, (got, most) in per.items():
         stream.write('%-18s total %g/%g\n' % (name, got, most))
@@ -336,12 +600,17 @@ def report(results, stream):
 
 
 def write_atomic(path, text):
+    """Write through a temporary file in the same folder; readable by others (0644 less the
+    umask), as a teacher's web server or a TA may need to read it."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path))
     try:
         with os.fdopen(fd, 'w', newline='') as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o644 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -357,28 +626,49 @@ def to_json(results, seconds):
 
 
 def class_csv(rows, assignments):
+    """rows: (student, results or None, seconds, note)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(['student'] + assignments + ['total', 'max_total', 'seconds'])
-    for student, results, seconds in rows:
-        per = totals(results)
-        writer.writerow([student] + ['%g' % per[a][0] for a in assignments] + [
+    writer.writerow(['student'] + assignments + ['total', 'max_total', 'seconds', 'note'])
+    for student, results, seconds, note in rows:
+        per = totals(results or [])
+        writer.writerow([student] + ['%g' % per.get(a, (0, 0))[0] for a in assignments] + [
             '%g' % sum(g for g, _ in per.values()), '%g' % sum(m for _, m in per.values()),
-            '%.1f' % seconds])
+            '%.1f' % seconds, note])
     return out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
 
+def positive_seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not value > 0:
+        raise argparse.ArgumentTypeError('%r: give the seconds allowed per test, more than 0'
+                                         % text)
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options get one line, not the usage text."""
+
+    def error(self, message):
+        self.exit(2, 'error: %s (see %s --help)\n' % (message, self.prog))
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog='python -m assignments.grade',
-                                     description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog='python -m assignments.grade',
+                           description=__doc__.splitlines()[0])
     parser.add_argument('submission', nargs='?', help="one student's folder")
     parser.add_argument('--class-dir', help='a folder holding one folder per student')
-    parser.add_argument('--csv', help='with --class-dir: write the scores here, one row per '
-                        'student')
-    parser.add_argument('--feedback-dir', help='with --class-dir: one feedback JSON per student')
-    parser.add_argument('--json', help='write the scores and reasons to this JSON file')
+    parser.add_argument('--csv', help='with --class-dir: write the scores here, a row added as '
+                        'each student is graded')
+    parser.add_argument('--feedback-dir', help='with --class-dir: one feedback JSON per student, '
+                        'to hand back (hidden tests: pass / fail and points only, always)')
+    parser.add_argument('--json', help='write the scores and reasons to this JSON file (the '
+                        'teacher\'s view: with --show-hidden, hidden reasons too)')
     parser.add_argument('--tests', default=HERE,
                         help='folder with the assignments and their tests (default: this '
                              'package: public and hidden tests in the sources, public only in '
@@ -386,82 +676,92 @@ def build_parser():
     parser.add_argument('--only', nargs='+', metavar='ASSIGNMENT',
                         help='grade only these assignments (e.g. a4_iou_loss)')
     parser.add_argument('--jobs', type=int, default=1,
-                        help='tests run at the same time (default 1; each uses '
+                        help='probe processes at the same time (default 1; each uses '
                              'OMP_NUM_THREADS threads)')
-    parser.add_argument('--timeout', type=float,
+    parser.add_argument('--timeout', type=positive_seconds,
                         help='seconds allowed per test, instead of each test\'s own limit')
-    parser.add_argument('--no-fork', action='store_true',
-                        help='start a new Python process for every test instead of forking '
-                             'one that has MXNet imported already (slower)')
     parser.add_argument('--verbose', action='store_true',
-                        help='show (and write to the JSON files) tracebacks and output of the '
-                             'public tests that failed')
+                        help='show tracebacks of the checks and output of the probes that '
+                             'failed (public tests)')
     parser.add_argument('--show-hidden', action='store_true',
                         help='for the teacher: reasons (and with --verbose, tracebacks) of '
-                             'hidden tests too')
+                             'hidden tests too, in the terminal and --json; never in '
+                             '--feedback-dir')
     return parser
-
-
-def project_root():
-    """Where `utils` is imported from, for the test processes (they run elsewhere)."""
-    import utils
-    return os.path.dirname(os.path.dirname(os.path.abspath(utils.__file__)))
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if bool(args.submission) == bool(args.class_dir):
-            raise GradeError('give one submission folder, or --class-dir with one folder per '
-                             'student')
-        if not os.path.isdir(args.tests):
-            raise GradeError('--tests %s is not a folder' % args.tests)
-        tests = read_all_tests(args.tests, args.only)
-        root = project_root()
-        if args.submission:
-            start = time.time()
-            results = grade(args.submission, tests, args.jobs, args.timeout, root,
-                            fork=not args.no_fork)
-            shown = feedback(results, args.show_hidden, args.verbose)
-            report(shown, sys.stdout)
-            if args.json:
-                write_atomic(args.json, to_json(feedback(results, args.show_hidden, args.verbose),
-                                                time.time() - start))
-            return 0
-        if not os.path.isdir(args.class_dir):
-            raise GradeError('--class-dir %s is not a folder' % args.class_dir)
-        students = sorted(d for d in os.listdir(args.class_dir)
-                          if os.path.isdir(os.path.join(args.class_dir, d))
-                          and not d.startswith('.'))
-        if not students:
-            raise GradeError('%s holds no student folder' % args.class_dir)
-        assignments = sorted({t.assignment for t in tests})
-        rows = []
-        server = None if args.no_fork else ForkServer(root)
-        for student in students:
-            start = time.time()
-            results = grade(os.path.join(args.class_dir, student), tests, args.jobs,
-                            args.timeout, root, server, fork=not args.no_fork)
-            seconds = time.time() - start
-            rows.append((student, results, seconds))
-            per = totals(results)
-            print('%-20s %5g/%g  (%.1f s)' % (student, sum(g for g, _ in per.values()),
-                                              sum(m for _, m in per.values()), seconds))
-            if args.feedback_dir:
-                write_atomic(os.path.join(args.feedback_dir, student + '.json'),
-                             to_json(feedback(results, args.show_hidden, args.verbose), seconds))
-        if server is not None:
-            server.close()
-        text = class_csv(rows, assignments)
-        if args.csv:
-            write_atomic(args.csv, text)
-            print('scores written to %s' % args.csv)
-        else:
-            sys.stdout.write(text)
-        return 0
+        return _main(args)
+    except (KeyboardInterrupt, sandbox.Stopped):
+        sandbox.kill_all()
+        print('interrupted: every probe process stopped', file=sys.stderr)
+        return 130
     except (GradeError, markers.MarkerError) as err:
         print('error: %s' % err, file=sys.stderr)
         return 2
+
+
+def _main(args):
+    if bool(args.submission) == bool(args.class_dir):
+        raise GradeError('give one submission folder, or --class-dir with one folder per '
+                         'student')
+    if not os.path.isdir(args.tests):
+        raise GradeError('--tests %s is not a folder' % args.tests)
+    if args.jobs < 1:
+        raise GradeError('--jobs %d: give 1 or more' % args.jobs)
+    tests = read_all_tests(args.tests, args.only)
+    if args.submission and not os.path.isdir(args.submission):
+        raise GradeError('%s is not a folder: give the folder of one student\'s submission'
+                         % args.submission)
+    if args.class_dir and not os.path.isdir(args.class_dir):
+        raise GradeError('--class-dir %s is not a folder' % args.class_dir)
+    box = setup(tests)
+    print(box.describe(), file=sys.stderr)
+    if args.submission:
+        start = time.time()
+        results = grade(args.submission, tests, args.jobs, args.timeout, box)
+        report(feedback(results, args.show_hidden, args.verbose), sys.stdout)
+        if args.json:
+            write_atomic(args.json, to_json(feedback(results, args.show_hidden, args.verbose),
+                                            time.time() - start))
+        return 0
+    students = sorted(d for d in os.listdir(args.class_dir)
+                      if os.path.isdir(os.path.join(args.class_dir, d))
+                      and not d.startswith('.'))
+    if not students:
+        raise GradeError('%s holds no student folder' % args.class_dir)
+    assignments = sorted({t.assignment for t in tests})
+    rows = []
+    for student in students:
+        start = time.time()
+        note = ''
+        try:
+            results = grade(os.path.join(args.class_dir, student), tests, args.jobs,
+                            args.timeout, box)
+        except (KeyboardInterrupt, GradeError):
+            raise
+        except Exception as err:  # a fault of the grader's: this student is marked, not lost
+            results, note = None, 'ungradable: %s' % sandbox_first_line(err)
+        seconds = time.time() - start
+        rows.append((student, results, seconds, note))
+        per = totals(results or [])
+        print('%-20s %5g/%g  (%.1f s)%s' % (student, sum(g for g, _ in per.values()),
+                                            sum(m for _, m in per.values()), seconds,
+                                            '  ' + note if note else ''))
+        if (args.verbose or args.show_hidden) and results is not None:  # the teacher's view
+            report(feedback(results, args.show_hidden, args.verbose), sys.stdout)
+        if args.feedback_dir and results is not None:
+            write_atomic(os.path.join(args.feedback_dir, student + '.json'),
+                         to_json(student_feedback(results, args.verbose), seconds))
+        if args.csv:  # rewritten whole after each student: a crash keeps every row so far
+            write_atomic(args.csv, class_csv(rows, assignments))
+    if args.csv:
+        print('scores written to %s' % args.csv)
+    else:
+        sys.stdout.write(class_csv(rows, assignments))
+    return 0
 
 
 if __name__ == '__main__':

@@ -1,17 +1,39 @@
-"""What the tests of an assignment use: the `graded` decorator and a few checks.
+"""What the tests of an assignment use: probes, graded checks, and a few comparisons.
 
-A test is a function `test_<what>(sub)` taking the student's module, decorated with
-`@graded(points, timeout=seconds)`; it passes when it returns and fails on an exception.
-The grader reads the decorator's arguments without running the file, so they must be literals.
+A test is a pair. The *probe* runs in the sandbox with the student's module and returns what
+it observed, a dict of arrays, numbers and text; it judges nothing. The *check* runs in the
+grader, which never imports student code, and judges those observations against values of
+its own (computed by the test's own code, or from the reference solution at build time):
+
+    @probe(timeout=30)
+    def iou_of_two_boxes(sub):
+        return {'iou': sub.iou([[0, 10, 0, 10]], [[5, 15, 0, 10]])}
+
+    @graded(1, probe=iou_of_two_boxes)
+    def test_iou_partial_overlap(seen):
+        assert_close(seen['iou'], [50 / 150], 'IoU of half-overlap')
+
+A check passes when it returns and fails on an AssertionError (any other error: the
+observations did not have the expected form). Several checks may share one probe. The grader
+reads the decorators' arguments without running the file, so they must be literals (and the
+probe a name).
 """
 import numpy as np
 
 
-def graded(points, timeout=30):
-    """Mark a test function as worth `points`, to be stopped after `timeout` seconds."""
-    def mark(test):
-        test.points, test.timeout = points, timeout
-        return test
+def probe(timeout=30):
+    """Mark a function `probe(sub)` as run in the sandbox, stopped after `timeout` seconds."""
+    def mark(function):
+        function.is_probe, function.timeout = True, timeout
+        return function
+    return mark
+
+
+def graded(points, probe=None):
+    """Mark a function `test_<what>(seen)` as worth `points`, judging `probe`'s observations."""
+    def mark(check):
+        check.points, check.probe = points, probe
+        return check
     return mark
 
 
@@ -22,9 +44,14 @@ def as_numpy(value):
 
 def assert_close(actual, expected, what, rtol=1e-5, atol=1e-6):
     """Fail with a short message naming `what` and the largest difference."""
-    actual, expected = as_numpy(actual).astype(np.float64), as_numpy(expected)
+    actual, expected = as_numpy(actual), as_numpy(expected).astype(np.float64)
+    if actual.dtype.kind not in 'biuf':
+        raise AssertionError('%s: not numbers (%s)' % (what, actual.dtype))
+    actual = actual.astype(np.float64)
     if actual.shape != expected.shape:
         raise AssertionError('%s: shape %s, expected %s' % (what, actual.shape, expected.shape))
+    if not np.all(np.isfinite(actual)) and np.all(np.isfinite(expected)):
+        raise AssertionError('%s: not finite' % what)
     if not np.allclose(actual, expected, rtol=rtol, atol=atol):
         worst = np.max(np.abs(actual - expected))
         raise AssertionError('%s differs from the expected values (largest difference %.3g)'
