@@ -4,6 +4,7 @@ import hashlib
 import os
 import platform
 import re
+import subprocess
 import tempfile
 import time
 from importlib import metadata
@@ -61,6 +62,12 @@ def cell_lines(source):
         return [i + 1 for i, line in enumerate(f) if line.startswith('# %%')]
 
 
+def shown_path(path):
+    """chapters/x.py for a file of the project, else the path as it is."""
+    relative = os.path.relpath(path, ROOT)
+    return path if relative.startswith('..') else relative
+
+
 def machine():
     model = platform.processor() or platform.machine()
     try:
@@ -78,7 +85,7 @@ def execute(chapter, settings=SETTINGS, timeout=3600, source=None):
     GLUON_TRANSFER_NOTEBOOK_ARGS, figures to a temporary folder); return the executed notebook
     and the facts the page states. Raises ChapterFailed naming the cell."""
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     source = source or chapter_path(chapter)
     nb = jupytext.read(source)
@@ -94,20 +101,26 @@ def execute(chapter, settings=SETTINGS, timeout=3600, source=None):
                                 resources={'metadata': {'path': work}})
         start = time.time()
         try:
-            with client.setup_kernel():
+            # the kernel's own stderr (a warning about TCP on a laptop) would break the
+            # one-line failure report: it goes nowhere
+            with client.setup_kernel(stderr=subprocess.DEVNULL):
                 for index, cell in enumerate(nb.cells):
                     try:
                         client.execute_cell(cell, index)
-                    except (CellExecutionError, CellTimeoutError) as e:
+                    except (CellExecutionError, CellTimeoutError, DeadKernelError) as e:
                         where = ('line %d' % lines[index]) if len(lines) == len(nb.cells) else \
                             'cell %d' % (index + 1)
-                        what = ('%s: %s' % (e.ename, e.evalue)) if hasattr(e, 'ename') else \
-                            'no answer within %d s' % timeout
+                        if isinstance(e, DeadKernelError):
+                            what = 'the kernel died (out of memory?)'
+                        elif isinstance(e, CellTimeoutError):
+                            what = 'no answer within %d s' % timeout
+                        else:
+                            what = '%s: %s' % (e.ename, e.evalue)
                         first = cell.source.strip().splitlines()[0][:60] if cell.source else ''
                         raise ChapterFailed('book: chapter %s failed in cell %d of %d '
                                             '(%s %s, `%s`): %s'
                                             % (chapter, index + 1, len(nb.cells),
-                                               os.path.relpath(source), where, first,
+                                               shown_path(source), where, first,
                                                ' '.join(what.split())[:300]))
         finally:
             for k, v in env_before.items():

@@ -106,8 +106,8 @@ def test_a_failing_chapter_fails_the_build_in_one_line_and_keeps_the_book(
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith('book: chapter broken failed in cell 4 of 4 (')
-    assert 'broken.py line 8' in lines[0] and 'ValueError: the data folder is empty' in lines[0]
+    assert lines[0].startswith('book: chapter broken failed in cell 3 of 3 (')
+    assert 'broken.py line 7' in lines[0] and 'ValueError: the data folder is empty' in lines[0]
     assert sorted(os.listdir(str(book))) == before  # the book as it was: no half book
     assert (book / 'index.html').read_bytes() == small_book['index_before']
     assert not [p for p in os.listdir(str(book.parent)) if p.startswith('.book-')]
