@@ -287,3 +287,5 @@ def write_static(out_dir, entries):
         f.write(FORMATTER.get_style_defs('.highlight'))
     with open(os.path.join(static, 'search-index.js'), 'w', encoding='utf-8') as f:
         f.write('window.BOOK_SEARCH = %s;\n' % json.dumps(entries, ensure_ascii=False))
+    # GitHub Pages runs Jekyll unless told not to, and Jekyll drops folders starting with _
+    open(os.path.join(out_dir, '.nojekyll'), 'w').close()

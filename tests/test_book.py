@@ -141,10 +141,11 @@ def test_every_page_in_a_browser(small_book, browser, origin):
         'search': 'Gaussian'}]}
     if origin == 'file':
         problems, texts = check.check(book, 'file://' + urllib.parse.quote(book) + '/',
-                                      browser, manifest=manifest)
+                                      browser, manifest=manifest, glyphs=False)
     else:
         with check.served(book) as base:
-            problems, texts = check.check(book, base, browser, manifest=manifest)
+            problems, texts = check.check(book, base, browser, manifest=manifest,
+                                          glyphs=False)
     assert problems == []
     assert set(texts) == set(check.pages_of(book)) and len(texts) > 10
     assert 'Epoch 1. Loss' in texts[CHAPTER + '.html']
@@ -175,10 +176,21 @@ def test_the_check_sees_what_is_wrong(small_book, browser, tmp_path):
     assert not [p for p in problems if not p.startswith('docs/broken.html')], problems
 
 
+def cjk_font():
+    try:
+        return bool(subprocess.run(['fc-list', ':lang=zh'], stdout=subprocess.PIPE,
+                                   universal_newlines=True).stdout.strip())
+    except OSError:
+        return False
+
+
 def test_chinese_titles_render_as_glyphs(small_book, browser):
     page = browser.page()
     page.goto('file://' + urllib.parse.quote(str(small_book['book'])) + '/index.html')
-    assert check.glyphs_problem(page, check._screenshot) is None
+    problem = check.glyphs_problem(page, check._screenshot)
+    if problem and not os.environ.get('GLUON_TRANSFER_REQUIRE_BROWSER') and not cjk_font():
+        pytest.skip('no CJK font: install one with `apt-get install -y fonts-noto-cjk`')
+    assert problem is None
     # the same pixel test on characters no installed font has: boxes, drawn alike
     found = page.evaluate(check.CJK_JS)
     assert len(found['chars']) >= 2, found
