@@ -153,6 +153,9 @@ def store(nb, facts, path):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.part')
     with os.fdopen(fd, 'w', encoding='utf-8') as f:
         nbformat.write(nb, f)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a cache entry is not
     os.replace(tmp, path)
     prefix = os.path.basename(path).rsplit('-', 1)[0] + '-'
     for old in glob.glob(os.path.join(os.path.dirname(path), prefix + '*.ipynb')):
