@@ -14,6 +14,7 @@ import os
 import posixpath
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -107,8 +108,22 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     args = parse_args(argv)
+    # a `kill` stops the chapter's kernel too (nbclient shuts it down on the way out)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return build(args)
+    except KeyboardInterrupt:
+        print('book: interrupted; %s is as it was' % os.path.relpath(args.out), file=sys.stderr)
+        return 130
+
+
+def build(args):
     start = time.time()
     readme = read(README)
     order = reading_order(readme, args.chapters_dir)
