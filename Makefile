@@ -160,3 +160,24 @@ fashion-mnist:
 	else \
 	  echo "no apt-get/dpkg-deb here: get Fashion-MNIST's four IDX files and set FASHION_MNIST_DIR to their folder; the exercise falls back to the face photos" >&2; exit 1; \
 	fi
+
+# The chapters as a static, offline site in book/ (generated, not tracked; docs/book.md):
+# each chapter executed with --quick (cached on its source, utils/, the settings and the
+# package versions), then rendered with its outputs and figures. `make book CHAPTERS=fine_tuning`
+# builds that chapter alone; `make book-check` opens every page in a headless Chromium and
+# writes book/_screenshots/. Only these targets install the `book` extra.
+.PHONY: book book-check book-deps
+CHAPTERS ?=
+BOOK_STAMP := $(VENV)/.book-installed
+
+book-deps: venv
+	@if [ ! -f "$(BOOK_STAMP)" ] || [ setup.cfg -nt "$(BOOK_STAMP)" ] || [ "$(STAMP)" -nt "$(BOOK_STAMP)" ]; then \
+	  echo "installing the book extra into $(VENV)"; \
+	  $(PY) -m pip install --quiet -e '.[test,d2l,book]' && touch "$(BOOK_STAMP)"; \
+	fi
+
+book: book-deps
+	$(PY) -m bookgen.build $(if $(CHAPTERS),--chapters '$(CHAPTERS)')
+
+book-check: book-deps
+	$(PY) -m bookgen.check
