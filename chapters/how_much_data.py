@@ -138,8 +138,8 @@ print('features of %d images computed in %.1f sec'
 
 # %%
 seeds = range(args.seed, args.seed + args.seeds)
-accuracies, seconds = run_experiment(methods, data, train[1], args.per_class, seeds,
-                                     args.updates, ctx, BATCH_SIZE)
+accuracies, seconds, rises = run_experiment(methods, data, train[1], args.per_class,
+                                            seeds, args.updates, ctx, BATCH_SIZE)
 summary = summarise(accuracies)
 
 
@@ -232,6 +232,6 @@ run.metrics.update(dataset=dataset, model=model_name, image_size=size, updates=a
                    seeds=list(seeds), test_images=len(test[1]),
                    pool_per_class=pool_size(train[1]),
                    per_class=[str(n) for n in args.per_class], settings=METHODS,
-                   batch_size=BATCH_SIZE, accuracy=summary,
+                   batch_size=BATCH_SIZE, accuracy=summary, loss_rose=rises,
                    method_seconds={k: round(v, 1) for k, v in seconds.items()})
 run.finish()
