@@ -235,7 +235,7 @@ print('%d of %d runs had a training loss that rose above %g times its first valu
 #   collapse is rare but real: expect it now and then in a run of 30 fine-tunings on some
 #   machines.
 # - **What shows it.** The warning line under the run's result (its loss rose to more than
-#   `RISE` = 1.5 times its first value), the list after the table, and the curve: the run's
+#   `RISE` = 3 times its first value), the list after the table, and the curve: the run's
 #   dot sits at 0.5 and, with 5 seeds, the point's mean drops by about 0.1 and its interval
 #   widens to reach about 0.6, as in the reader's 0.90 [0.62, 1.00].
 
