@@ -204,8 +204,9 @@ print('%d of %d runs had a training loss that rose above %g times its first valu
 # One reader's quick run, on another 2-core x86_64 machine, printed
 # `seed 2, all per class (160 images): fine-tune 0.500`: one of its 30 fine-tuning runs ended
 # at chance, and the rightmost fine-tune point of its curve fell to 0.90 [0.62, 1.00]. Here
-# the same run ends at 1.000. What happens in such a run can be watched where it happens on
-# any machine, at three times the chapter's learning rate (4 faces per class, seed 0):
+# the same run ends at 1.000, with one thread and with two. What happens in such a run can
+# be watched where it happens on any machine, at three times the chapter's learning rate (4
+# faces per class, seed 0):
 # `python -m benchmarks.finetune_stability --per-class 4 --seeds 3 --lr 0.003` prints, for
 # seed 0, test accuracy 0.725; training loss 1.79 at the first update, 24.0 at the fifth,
 # 0.692 over the last five; features' spread over the test photos 0.000; BatchNorm input
