@@ -3,9 +3,10 @@ frozen features with a new output layer, and training from scratch.
 
 Each method is built (and hybridized) once and `run(data, indices, batch_size, updates, ctx,
 seed)` restores its starting point, trains on the images `indices` of data['train'] for a
-fixed number of updates and returns the test accuracy. `run_experiment` gives every method
-the same subsets. The how-much-data chapter explains the settings; benchmarks/
-few_shot_settings.py is the study behind them.
+fixed number of updates and returns an `Outcome`: the test accuracy and the training loss of
+each update. `run_experiment` gives every method the same subsets and flags runs whose loss
+climbed. The how-much-data chapter explains the settings; benchmarks/few_shot_settings.py and
+benchmarks/finetune_stability.py are the studies behind them.
 """
 import time
 from collections import namedtuple
