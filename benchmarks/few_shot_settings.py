@@ -70,7 +70,8 @@ def main():
                 batch = min(BATCH_SIZE, len(indices))
                 run_seed = seed * 1000 + (80 if n == 'all' else n)
                 # half the updates from the method's fresh start, then two quarters more
-                accs[0].append(method.run(data, indices, batch, updates // 2, ctx, run_seed))
+                first = method.run(data, indices, batch, updates // 2, ctx, run_seed)
+                accs[0].append(first.accuracy)
                 if args.method == 'frozen features':
                     train_set, test_set = method.train, method.test
                     views = method.views(indices)
@@ -78,7 +79,8 @@ def main():
                     train_set, test_set, views = data['train'], data['test'], indices
                 for q in (1, 2):
                     accs[q].append(fit(net, train_set, views, test_set, settings, batch,
-                                       updates // 4, ctx, run_seed + q, net.collect_params()))
+                                       updates // 4, ctx, run_seed + q,
+                                       net.collect_params()).accuracy)
             print('%-44s %6s %-24s %-24s %-24s %6.3f %6.0f' % (
                 label, n, *[' '.join('%.3f' % a for a in acc) for acc in accs],
                 np.mean(accs[2]), time.time() - start), flush=True)

@@ -7,7 +7,7 @@ import pytest
 from utils.errors import UserError
 from utils.few_shot import (ALL, FixedUpdates, load_pool, mean_interval, parse_per_class,
                             per_class_subset, summarise)
-from utils.transfer_methods import run_experiment
+from utils.transfer_methods import RISE, FineTune, Outcome, run_experiment
 
 LABELS = np.repeat([0, 1], [80, 70])
 
@@ -76,13 +76,13 @@ class Recorder:
 
     def run(self, data, indices, batch_size, updates, ctx, seed):
         self.seen.append((tuple(indices), batch_size, updates))
-        return len(indices) / 100
+        return Outcome(len(indices) / 100, np.linspace(0.7, 0.1, updates))
 
 
 def test_every_method_trains_on_the_same_subsets_and_each_seed_on_others():
     methods = {'a': Recorder(), 'b': Recorder()}
-    accuracies, _ = run_experiment(methods, None, LABELS, [2, 8, ALL], range(3), 5, None,
-                                   batch_size=16, log=lambda *a: None)
+    accuracies, _, rises = run_experiment(methods, None, LABELS, [2, 8, ALL], range(3), 5, None,
+                                          batch_size=16, log=lambda *a: None)
     assert methods['a'].seen == methods['b'].seen
     subsets = [set(s) for s, _, _ in methods['a'].seen]
     assert len(subsets) == 9
@@ -90,6 +90,98 @@ def test_every_method_trains_on_the_same_subsets_and_each_seed_on_others():
     assert [b for _, b, _ in methods['a'].seen[:3]] == [4, 16, 16]
     assert {u for _, _, u in methods['a'].seen} == {5}
     assert accuracies['a'][8] == [0.16] * 3
+    assert rises == []
+
+
+def test_loss_rose_only_past_rise_times_the_first_loss():
+    assert Outcome(1.0, np.array([0.7, 0.5, 0.7 * RISE])).loss_rose() is None
+    assert Outcome(1.0, np.array([0.3, 1.2, 0.3, 1.1])).loss_rose() == (1, pytest.approx(1.2))
+    assert Outcome(1.0, np.array([0.7])).loss_rose() is None
+
+
+class Scripted:
+    """A stand-in method whose runs have the given training losses, one curve per call."""
+
+    def __init__(self, curves):
+        self.curves = iter(curves)
+
+    def run(self, data, indices, batch_size, updates, ctx, seed):
+        losses = np.array(next(self.curves))
+        return Outcome(0.5 if losses[-1] > 0.6 else 1.0, losses)
+
+
+def test_every_run_whose_loss_rose_gets_a_warning_line_and_no_other():
+    curves = {'steady': [[0.7, 0.4, 0.1], [0.9, 1.2, 0.2], [0.6, 0.3, 0.1], [0.7, 0.5, 0.3]],
+              'wild': [[0.7, 0.3, 0.1], [0.7, 40.0, 0.69], [0.8, 2.5, 0.1], [0.5, 1.4, 0.5]]}
+    lines = []
+    _, _, rises = run_experiment({name: Scripted(c) for name, c in curves.items()}, None,
+                                 LABELS, [2, ALL], range(2), 3, None, batch_size=16,
+                                 log=lines.append)
+    runs = [(name, i) for i in range(4) for name in curves]
+    rose = [(name, i) for name, i in runs if max(curves[name][i][1:]) > RISE * curves[name][i][0]]
+    assert rose == [('wild', 1), ('wild', 2)]
+    assert [(r['method'], r['seed'], r['size']) for r in rises] == [
+        ('wild', 0, 'all'), ('wild', 1, '2')]
+    assert rises[0]['highest_loss'] == 40.0 and rises[0]['at_update'] == 2
+    warnings = [line for line in lines if line.startswith('  warning:')]
+    assert warnings == [
+        '  warning: the training loss of wild rose from 0.700 at update 1 to 40.000 at update 2, '
+        'more than 3 times: its steps were too large for its weights (test accuracy 0.500)',
+        '  warning: the training loss of wild rose from 0.800 at update 1 to 2.500 at update 2, '
+        'more than 3 times: its steps were too large for its weights (test accuracy 1.000)']
+    # each warning follows the line of its run
+    assert lines[lines.index(warnings[0]) - 1].startswith('seed 0, all per class')
+    assert lines[lines.index(warnings[1]) - 1].startswith('seed 1, 2 per class')
+
+
+@pytest.fixture(scope='module')
+def small_finetune():
+    """The chapter's fine-tuning on the faces at 32 px: (method, data, pool labels, ctx)."""
+    from mxnet import cpu
+    from utils.few_shot import pool_datasets
+    train, test, synsets, _ = load_pool(argparse.Namespace(dataset='faces'), 32 * 256 // 224)
+    ctx = [cpu()]
+    method = FineTune('mobilenetv2_1.0', dict(learning_rate=0.001, output_lr_mult=10,
+                                              batchnorm='inference', wd=0.001), ctx)
+    return method, pool_datasets(train, test, synsets, 32), train[1], ctx
+
+
+def test_a_too_large_step_kills_the_features_and_the_run_is_flagged(small_finetune):
+    """The collapse the chapter explains, on 4 faces per class: at 10 times the chapter's
+    learning rate the loss climbs, the features stop depending on the photo (ImageNet's fixed
+    BatchNorm statistics no longer fit their inputs), the test accuracy falls to chance, and a
+    warning line says so; at the chapter's rate the loss falls and no line appears."""
+    from mxnet import autograd, nd
+    method, data, labels, ctx = small_finetune
+    photos = nd.stack(*[data['test'][i][0] for i in range(len(data['test']))])
+    results = {}
+    for lr in (0.01, 0.001):
+        method.settings['learning_rate'] = lr
+        lines = []
+        accuracies, _, rises = run_experiment({'fine-tune': method}, data, labels, [4], [0], 8,
+                                              ctx, 16, log=lines.append)
+        with autograd.predict_mode():
+            features = method.net.features(photos).asnumpy().reshape(len(photos), -1)
+        results[lr] = (accuracies['fine-tune'][4][0], rises, lines, features.std(axis=0).mean())
+    accuracy, rises, lines, spread = results[0.01]
+    assert accuracy == 0.5 and spread < 1e-3
+    assert len(rises) == 1 and rises[0]['highest_loss'] > 10 * rises[0]['first_loss']
+    assert lines[1].startswith('  warning: the training loss of fine-tune rose from')
+    accuracy, rises, lines, spread = results[0.001]
+    assert accuracy >= 0.9 and spread > 0.05 and rises == [] and len(lines) == 1
+
+
+def test_a_run_alone_starts_where_it_starts_in_a_longer_run(small_finetune):
+    """The new output layer's weights are drawn after the run's seed even in a method's
+    first run (its shape is known before: no deferred initialisation inside training)."""
+    _, data, labels, ctx = small_finetune
+    fresh = FineTune('mobilenetv2_1.0', dict(learning_rate=0.001, output_lr_mult=10,
+                                             batchnorm='inference', wd=0.001), ctx)
+    indices = per_class_subset(labels, 2, 1)
+    alone = fresh.run(data, indices, 4, 3, ctx, 1002)
+    fresh.run(data, per_class_subset(labels, 2, 0), 4, 3, ctx, 2)
+    again = fresh.run(data, indices, 4, 3, ctx, 1002)
+    np.testing.assert_allclose(alone.losses, again.losses, rtol=1e-5)
 
 
 def test_training_pool_and_test_photos_are_disjoint():

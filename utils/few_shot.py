@@ -149,7 +149,9 @@ def curve_table(summary, sizes, x_of):
 
 
 def plot_curves(summary, sizes, x_of, path, title=None, chance=None):
-    """Mean test accuracy against images per class (log x), a shaded 95% interval per method."""
+    """Mean test accuracy against images per class (log x), a shaded 95% interval per method,
+    and every run as a small dot, so that one run far from the others (a collapse to chance)
+    shows as itself and not only as a lower mean."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = [x_of(size) for size in sizes]
     for method, by_size in summary.items():
@@ -158,6 +160,8 @@ def plot_curves(summary, sizes, x_of, path, title=None, chance=None):
         high = [by_size[str(s)]['high'] for s in sizes]
         line, = ax.plot(xs, mean, marker='o', label=method)
         ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+        runs = [(x, run) for x, s in zip(xs, sizes) for run in by_size[str(s)]['runs']]
+        ax.scatter(*zip(*runs), s=10, color=line.get_color(), alpha=0.6, zorder=3)
     if chance is not None:
         ax.axhline(chance, color='grey', linestyle=':', label='chance')
     ax.set_xscale('log')
