@@ -231,6 +231,22 @@ def test_keys_pick_classes():
                                                                None, None]
 
 
+def test_key_presses_add_the_frame_shown_until_q(monkeypatch, capsys):
+    import cv2
+    keys = iter([-1, ord('2'), ord('1'), ord('2'), ord('7'), ord('q'), ord('1')])
+    shown = []
+    monkeypatch.setattr(cv2, 'imshow', lambda window, image: shown.append(image))
+    monkeypatch.setattr(cv2, 'waitKey', lambda delay: next(keys))
+    monkeypatch.setattr(cv2, 'destroyAllWindows', lambda: None)
+    frames = [(i / 10, np.full((40, 60, 3), i, 'uint8')) for i in range(10)]
+    chosen = capture.collect_by_keys(iter(frames), ['rock', 'paper'])
+    assert [[s for s, _ in picked] for picked in chosen] == [[0.2], [0.1, 0.3]]
+    assert len(shown) == 6  # the frame after q is never read
+    assert not np.array_equal(shown[0], frames[0][1])  # the counts are drawn on what is shown
+    assert np.array_equal(chosen[0][0][1], frames[2][1])  # and not on what is kept
+    assert '1 rock, 2 paper' in capsys.readouterr().out
+
+
 def test_no_display_means_no_window(monkeypatch):
     monkeypatch.setattr(capture.sys, 'platform', 'linux')
     monkeypatch.delenv('DISPLAY', raising=False)
