@@ -14,8 +14,10 @@
 # triangle, a rectangle, or a crowd of noise shapes.
 #
 #     python -m chapters.custom_classes [--images DIR] [--quick]   # train, save the model
+#     python -m chapters.custom_classes --collect DIR --classes rock,paper,scissors \
+#         [--source 0|VIDEO] [--ranges 0-2,2-4,4-6]                # collect, then train
 #     python -m chapters.custom_classes --predict PHOTO_OR_FOLDER ...
-#     python -m chapters.custom_classes --webcam                     # live, with OpenCV
+#     python -m chapters.custom_classes --webcam [0|VIDEO]           # live, with OpenCV
 #
 # `--quick` (90 demo pictures) took 16 s on 2 cores shared with other jobs (load 7,
 # OMP_NUM_THREADS=1); an idle machine is faster.
@@ -35,9 +37,8 @@ import numpy as np
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
-from utils import opt
-from utils.cli import (PIXELS, fraction, image_path, non_negative_int, readable_dir,
-                       writable_file)
+from utils import capture, opt
+from utils.cli import PIXELS, fraction, image_path, readable_dir, writable_dir, writable_file
 from utils.datasets import IMAGE_SUFFIXES
 from utils.errors import UserError, one_line
 from utils.files import write_json, zip_bundle_reader, zip_bundle_writer
@@ -45,7 +46,8 @@ from utils.files import write_json, zip_bundle_reader, zip_bundle_writer
 # %% [markdown]
 # ## Settings
 #
-# Without `--predict` or `--webcam` the chapter trains (a notebook always does).
+# Without `--predict` or `--webcam` the chapter trains (a notebook always does); `--collect`
+# first collects the pictures it trains on.
 
 # %%
 args = utils.settings(
@@ -58,9 +60,20 @@ args = utils.settings(
                    metavar='PATH', type=writable_file),
     predict=opt(None, 'picture files or folders to classify with the saved model',
                 nargs='+', metavar='PATH', type=image_path),
-    webcam=opt(False, 'classify the camera picture live (q quits)'),
-    camera=opt(0, 'OpenCV camera index', type=non_negative_int),
-    per_class=opt(40, 'pictures per class of the demo folder', quick=30),
+    collect=opt(None, 'first collect pictures of --classes from --source into this folder '
+                      '(DIR/<class>/NNNN.png, after those there), then train on it',
+                metavar='DIR', type=writable_dir),
+    classes=opt(None, 'the classes to collect, comma-separated', metavar='rock,paper,...',
+                type=capture.class_names),
+    source=opt(0, 'what to collect from: a camera index or a video file', metavar='0|VIDEO',
+               type=capture.video_source),
+    ranges=opt(None, 'the seconds of --source that show each class, in the order of '
+                     '--classes, e.g. 0-2,2-4,4-6 (default: a video is split evenly; a camera '
+                     'waits for key presses in its window)', type=capture.time_ranges),
+    webcam=opt(None, 'classify a camera (default 0) or a video file live; q quits',
+               nargs='?', const=0, metavar='0|VIDEO', type=capture.video_source),
+    per_class=opt(40, 'pictures per class of the demo folder, and the most taken from each '
+                      'class range when collecting', quick=30),
     image_size=opt(224, 'picture size in pixels', type=PIXELS),
     epochs=opt(20, 'training epochs of the head'),
     batch_size=opt(24, 'pictures per batch'),
@@ -68,7 +81,18 @@ args = utils.settings(
     val_fraction=opt(0.2, 'share of each class held out to measure accuracy (0: train on all, '
                           'as the text does)', type=fraction()))
 args.model_file = args.model_file or os.path.join(args.out, 'model.zip')
-training = not (args.predict or args.webcam)
+if args.collect and args.images:
+    raise utils.UserError('give --collect DIR (collect, then train on DIR) or --images DIR, '
+                          'not both')
+if args.collect and not args.classes:
+    raise utils.UserError('--collect needs the class names: --classes rock,paper,scissors')
+if not args.collect and (args.classes or args.ranges or 'source' in args.given):
+    raise utils.UserError('--classes, --ranges and --source tell --collect what to collect: '
+                          'give --collect DIR too')
+if args.ranges and len(args.ranges) != len(args.classes):
+    raise utils.UserError('--ranges gives %d ranges for %d classes: one range per class, in '
+                          'the order of --classes' % (len(args.ranges), len(args.classes)))
+training = bool(args.collect) or not (args.predict or args.webcam is not None)
 run = utils.Run(args, 'custom_classes')
 ctx = utils.parse_devices(args.devices)
 utils.seed_everything(args.seed)
@@ -145,6 +169,66 @@ def load_model(path):
 
 
 # %% [markdown]
+# ## Collecting pictures: the text's controller data set
+#
+# On the text's page each press of a class's button adds the webcam's current picture to that
+# class (30-50 per class are enough, it says). `--collect DIR --classes rock,paper,scissors`
+# does the same with OpenCV from `--source`, a camera (index 0, 1, ...) or a video file, in one
+# of two ways:
+#
+# - **a time range per class**, `--ranges 0-2,2-4,4-6`: seconds, in the order of `--classes`.
+#   From each range, up to `--per-class` frames spread evenly over it (for each of that many
+#   evenly spaced instants, the first frame at or after it). A video's seconds are frame
+#   number / frame rate; a camera's count from its first frame, and the class to show is
+#   printed when its range begins (leave gaps to change hands: 2-5,7-10,12-15). A video file
+#   without `--ranges` is cut into equal parts, one per class, in the order of `--classes`.
+# - **key presses**, for a camera without `--ranges`: a window shows the camera, a class's
+#   number key adds the picture shown (held down, a burst) and q ends. Without a display there
+#   is no window: give `--ranges`.
+#
+# The pictures are written as DIR/<class>/NNNN.png after those already there (collecting again
+# adds to a class), first into a scratch folder beside DIR and moved in once all are on disk.
+# Then the chapter trains on DIR as on any `--images` folder.
+
+# %%
+def collect(folder, classes, source, ranges, per_class):
+    """Pictures of each class from `source` into folder/<class>/; {class: pictures added}."""
+    name = capture.describe(source)
+    with capture.Frames(source) as frames:
+        if ranges is None and frames.is_file:
+            if frames.duration is None:
+                raise UserError('%s does not say how long it is: give --ranges' % name)
+            ranges = capture.even_ranges(frames.duration, len(classes))
+        if ranges is None:
+            if not capture.has_display():
+                raise UserError('no display for the key-press window of %s: give --ranges, '
+                                'the seconds that show each class' % name)
+            chosen = capture.collect_by_keys(frames, classes)
+        else:
+            print('From %s: %s' % (name, ', '.join('%s %g-%g s' % (c, start, end)
+                                                   for c, (start, end) in zip(classes, ranges))))
+            announce = None if frames.is_file else (
+                lambda i: print('now show: %s (until %g s)' % (classes[i], ranges[i][1])))
+            chosen = capture.collect_by_time(frames, ranges, per_class, announce)
+            empty = [c for c, picked in zip(classes, chosen) if not picked]
+            if empty:
+                raise UserError('%s gave no frame for %s (%d frames read): give --ranges '
+                                'within it' % (name, ', '.join(empty), frames.frames_read))
+    written = capture.write_class_folders(
+        folder, {c: [frame for _, frame in picked] for c, picked in zip(classes, chosen)
+                 if picked})
+    for c in classes:
+        paths = written.get(c, [])
+        print('%s: %d pictures added%s' % (c, len(paths), ' (%s ... %s)' % (
+            os.path.basename(paths[0]), os.path.basename(paths[-1])) if paths else ''))
+    return {c: len(written.get(c, [])) for c in classes}
+
+
+if args.collect:
+    run.metrics['collected'] = collect(args.collect, args.classes, args.source, args.ranges,
+                                       args.per_class)
+
+# %% [markdown]
 # ## The pictures
 #
 # A folder with one sub-folder per class, checked before anything runs: at least two
@@ -192,8 +276,8 @@ def check_balance(counts, share=0.5):
 
 
 if training:
-    root = args.images or make_demo_folder(os.path.join(args.out, 'demo_images'),
-                                           args.per_class, args.seed)
+    root = args.images or args.collect or make_demo_folder(
+        os.path.join(args.out, 'demo_images'), args.per_class, args.seed)
     tf = utils.imagenet_transform(args.image_size, args.image_size)
     pictures = utils.image_folder(root, transform=lambda img, label: (tf(img), label))
     classes = pictures.synsets
@@ -228,8 +312,16 @@ if training:
 #
 # Adam 1e-4, batches of 24, 20 epochs, shuffled, on the cached features; `--val-fraction` of
 # every class is held out to measure accuracy per class (the text trains on all).
+#
+# The loss of every batch is printed as it comes, as the text's page shows it from its
+# `onBatchEnd` callback (`Loss: 0.12345`).
+
 
 # %%
+def show_loss(epoch, batch, loss):
+    print('Epoch %d, batch %d. Loss: %.5f' % (epoch, batch, loss))
+
+
 if training:
     val_idx, train_idx = utils.split_per_class(labels, args.val_fraction, args.seed)
     val_idx, train_idx = np.sort(val_idx), np.sort(train_idx)
@@ -243,7 +335,7 @@ if training:
                 if len(val_idx) else None)
     history = utils.train(train_data, val_data, head, gluon.loss.SoftmaxCrossEntropyLoss(),
                           trainer, ctx, args.epochs, progress=False if args.no_progress else None,
-                          seed=args.seed)
+                          seed=args.seed, on_batch_end=show_loss)
     save_model(args.model_file, head, classes, args.image_size)
     print('Model and class names saved to %s' % args.model_file)
 
@@ -273,7 +365,14 @@ if training:
 #
 # `--predict` classifies picture files (folders: every picture below them) with the saved
 # model; `--webcam` classifies the camera's picture live, the class and its probability drawn
-# on each frame (printed instead when there is no display).
+# on each frame (printed instead when there is no display), as the text's `predict` loop does
+# on every animation frame. `--webcam VIDEO` does the same on a video file, frame by frame, and
+# ends with it: one line per frame, then how many frames went to each class.
+#
+# The head knows only its own classes: softmax shares all the probability among them, so a
+# picture that is none of them (an empty room, a thumbs-up, another person's hand in poor light)
+# still gets one of them, often with a high probability. A high probability means "more like
+# this class than the others", not "one of the classes I was shown".
 
 
 # %%
@@ -311,33 +410,24 @@ def predict_files(paths):
     return results
 
 
-def open_camera(index):
+def webcam(source):
+    """Live predictions: the class and its probability drawn on each frame (q quits), or
+    printed without a display; a video file ends at its end. {'frames', 'counts', 'per_frame'
+    (video files only)}."""
     import cv2
-    if hasattr(cv2, 'setLogLevel'):
-        cv2.setLogLevel(0)  # silent: the one-line error below says what happened
-    camera = cv2.VideoCapture(index)
-    if not camera.isOpened():
-        camera.release()
-        raise UserError('no camera: OpenCV cannot open camera %d on this machine; use '
-                        '--predict with picture files, or --camera N for another camera'
-                        % index)
-    return camera
-
-
-def webcam(index):
-    """Live predictions: the class and its probability drawn on each frame; q quits."""
-    import cv2
-    camera = open_camera(index)
+    frames = capture.Frames(source)
     base, head, classes, size = load_model(args.model_file)
-    window = True
+    window = capture.has_display()
+    counts, per_frame = {name: 0 for name in classes}, []
     try:
-        while True:
-            ok, frame = camera.read()
-            if not ok:
-                raise UserError('camera %d stopped sending pictures' % index)
+        for seconds, frame in frames:
             probs = predict(base, head, nd.array(frame[:, :, ::-1], dtype='uint8'), size)
             best = int(np.argmax(probs))
+            counts[classes[best]] += 1
             text = '%s %.2f' % (classes[best], probs[best])
+            if frames.is_file:
+                per_frame.append({'seconds': round(seconds, 3), 'class': classes[best],
+                                  'probability': float(probs[best])})
             if window:
                 try:
                     cv2.putText(frame, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1,
@@ -346,17 +436,26 @@ def webcam(index):
                     if cv2.waitKey(1) & 0xFF == ord('q'):
                         break
                     continue
-                except cv2.error:  # no display: print instead
+                except cv2.error:  # an OpenCV built without windows: print instead
                     window = False
-            print('\r' + text.ljust(40), end='', flush=True)
+            if frames.is_file:
+                print('%7.2f s: %s' % (seconds, text))
+            else:
+                print('\r' + text.ljust(40), end='', flush=True)
     finally:
-        camera.release()
+        frames.close()
         if window:
             cv2.destroyAllWindows()
+    if not (window or frames.is_file):
+        print()  # after the line rewritten in place
+    print('%s: %d frames classified: %s' % (
+        capture.describe(source), frames.frames_read,
+        ', '.join('%s %d' % kv for kv in counts.items())))
+    return {'frames': frames.frames_read, 'counts': counts, 'per_frame': per_frame}
 
 
-if args.webcam:
-    webcam(args.camera)
+if args.webcam is not None:
+    run.metrics['live'] = webcam(args.webcam)
 elif args.predict:
     run.metrics['predictions'] = predict_files(args.predict)
 run.finish()

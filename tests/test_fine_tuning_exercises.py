@@ -161,3 +161,45 @@ def test_exercise_5_few_shot_mistakes_of_both_nets_over_seeds(tmp_path, run_chap
         assert [int(w) for w in wrong.split()] == [round((1 - a) * 40) for a in accuracies]
     assert len(metrics['exercises']['5']['histories']['scratch, seed 2']['test_acc']) == 4
     assert (tmp_path / 'out' / 'exercise5_mistakes.png').exists()
+
+
+def test_digits_are_two_halves_with_the_same_labels():
+    from utils import digits
+    images, labels = digits.load_digits()
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == np.float32
+    assert images.min() == 0 and images.max() == 1 and sorted(set(labels)) == list(range(10))
+    (x04, y04), (x59, y59) = digits.halves(images, labels)
+    assert (len(y04), len(y59)) == (901, 896) and set(y04) == set(y59) == set(range(5))
+    np.testing.assert_array_equal(x59[y59 == 0], images[labels == 5])
+
+
+def test_digits_without_scikit_learn_say_how_to_get_it(monkeypatch):
+    import sys
+    from utils import digits
+    monkeypatch.setitem(sys.modules, 'sklearn.datasets', None)  # import fails
+    with pytest.raises(utils.UserError, match='scikit-learn is not installed'):
+        digits.load_digits()
+
+
+def test_digits_exercise_freezes_the_features_and_prints_its_table(run_chapter, capsys):
+    ns, metrics = run_chapter('fine_tuning_exercises', *TINY, '--exercise', 'digits',
+                              '--digit-shots', '2', '--digit-seeds', '1', '--digit-steps', '4')
+    out = capsys.readouterr().out
+    assert 'examples per class  frozen features  all trained  scratch' in out
+    result = metrics['exercises']['digits']
+    assert len(result['rows']) == 1 and result['rows'][0][0] == 2
+    assert all(0 <= a <= 1 for a in result['rows'][0][1:]) and result['test_images'] == 448
+    # the text's exercise 1a: 2 conv2d (1->32, 32->32, 3x3) frozen, dense 128->128 and 128->5
+    assert result['parameters'] == {'frozen': 320 + 9248, 'trainable': 16512 + 645}
+    assert 'frozen features: 17157 trainable parameters (the new head), 9568 frozen' in out
+    nets = ns['digit_nets']
+    assert nets['scratch'](nd.zeros((3, 1, 8, 8))).shape == (3, 5)
+    # exercise 2: training left the frozen convolutions exactly as pretrained; it did change
+    # them when nothing was frozen (so the comparison can fail)
+    assert same_parameters(nets['frozen features'][0], nets['pretrained'][0])
+    assert not same_parameters(nets['all trained'][0], nets['pretrained'][0])
+    assert result['conv_changed'] == {'frozen features': [False], 'all trained': [True]}
+    assert result['trainer_order'] == {'frozen after the Trainer was built': False,
+                                       'unfrozen, the same Trainer (head only)': False,
+                                       'unfrozen, a new Trainer': True}
+    assert set(metrics['seconds']) == {'digits'}

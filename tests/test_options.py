@@ -65,7 +65,7 @@ BAD = [
     ('custom_classes', ['--predict', 'NOT_AN_IMAGE'], 'README.md cannot be read as an image'),
     ('custom_classes', ['--val-fraction', '1'], '--val-fraction: 1'),
     ('custom_classes', ['--per-class', '0'], '--per-class: 0'),
-    ('custom_classes', ['--camera', '-1'], '--camera: -1'),
+    ('custom_classes', ['--webcam', '-1'], '--webcam: -1'),
     ('custom_classes', ['--model-file', '/proc/forbidden/model.zip'], '/proc/forbidden'),
     ('data_pipeline', ['--workers', '0', '-1'], '--workers: -1'),
     ('data_pipeline', ['--num-images', '0'], '--num-images: 0'),
