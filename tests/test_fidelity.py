@@ -1,17 +1,15 @@
 """docs/fidelity.md: one table per source text; every chapter cell heading and test it names
-exists, every row says how the item was ported. Planned rows are skipped until their heading
-is there."""
+exists, every row says how the item was ported."""
 import ast
 import os
 import re
 
-import pytest
 
 from tests.conftest import ROOT
 
 DOC = os.path.join(ROOT, 'docs', 'fidelity.md')
 TEXTS = ('000', '001', '002', '003', '004')
-STATUSES = ('ported', 'changed', 'not ported', 'planned')
+STATUSES = ('ported', 'changed', 'not ported')
 COLUMNS = ['item of the text', 'kind', 'chapter', 'cell heading', 'status']
 
 
@@ -71,7 +69,7 @@ def location_problem(row, root):
 
 
 def problems(text, root):
-    """Every wrong row of a fidelity document, one line each (planned rows excepted)."""
+    """Every wrong row of a fidelity document, one line each."""
     found = []
     tables = parse_tables(text)
     found += ['no table for text %s' % t for t in TEXTS if not tables.get(t)]
@@ -92,17 +90,10 @@ def problems(text, root):
                 if (row['chapter'], row['cell heading']) != ('-', '-'):
                     found.append('%s: not ported, yet a place is named' % where)
                 continue
-            if kind == 'planned':
-                continue
             problem = location_problem(row, root)
             if problem:
                 found.append('%s: %s' % (where, problem))
     return found
-
-
-def planned_rows(text):
-    return [row for rows in parse_tables(text).values() for row in rows
-            if row['status'].startswith('planned')]
 
 
 def read_doc():
@@ -120,14 +111,6 @@ def test_every_text_has_its_rows():
     assert all(len(tables[t]) >= 15 for t in TEXTS), {t: len(r) for t, r in tables.items()}
 
 
-@pytest.mark.parametrize('row', planned_rows(read_doc()),
-                         ids=lambda row: row['item of the text'][:40])
-def test_planned_rows(row):
-    problem = location_problem(row, ROOT)
-    if problem:
-        pytest.skip('planned, not there yet: %s' % problem)
-
-
 MADE_UP = """
 ## Text 000: a made-up text
 
@@ -142,7 +125,6 @@ MADE_UP = """
 | a place for nothing | listing | fine_tuning | Conclusion | not ported: why |
 | an unknown status | listing | fine_tuning | Conclusion | done |
 | too few cells | listing | fine_tuning | ported |
-| not there yet | listing | fine_tuning | Some future heading | planned: by someone |
 """
 
 
@@ -157,7 +139,7 @@ def test_a_made_up_table_with_wrong_rows_is_caught():
         'no test test_no_such_thing in tests/test_detection.py',
         "'changed' without a reason",
         'not ported, yet a place is named',
-        "status 'done' is none of ('ported', 'changed', 'not ported', 'planned')",
+        "status 'done' is none of ('ported', 'changed', 'not ported')",
         '4 columns, not 5',
     ], found
 
