@@ -4,7 +4,6 @@ import ast
 import os
 import re
 
-
 from tests.conftest import ROOT
 
 DOC = os.path.join(ROOT, 'docs', 'fidelity.md')
