@@ -69,9 +69,9 @@ def train_fine_tuning(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10,
 
     # make sure the parameters live on ctx
     net.collect_params().reset_ctx(ctx)
-    # static_alloc without static_shape: with it, MobileNetV2 at 96 px (batch 32) kept 1.3 GiB
-    # and grew by 0.3 GiB as training and test batches of other sizes came, against a steady
-    # 0.75-0.85 GiB here, for the same CPU time per image (benchmarks/README.md, memory).
+    # static_alloc without static_shape: with it, training MobileNetV2 at 96 px (batch 32)
+    # took the process to 1.3 GiB, then 1.5 as test batches of other sizes came, against
+    # 1.0-1.1 GiB here, for the same CPU time (python -m benchmarks.graph_memory).
     net.hybridize(static_alloc=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     if output_lr_mult != 1:
