@@ -233,6 +233,7 @@ start = time.time()
 train_feats, train_labels = utils.cache_features(base_model, plain_train, args.batch_size,
                                                  ctx[0])
 val_feats, val_labels = utils.cache_features(base_model, val_imgs, args.batch_size, ctx[0])
+utils.release_graph(base_model)  # the memory its graph kept for a batch of pictures
 print('Cached the base output of %d images in %.1f sec'
       % (len(train_feats) + len(val_feats), time.time() - start))
 cached_train = utils.feature_loader(train_feats, train_labels, args.batch_size, shuffle=True)
@@ -315,6 +316,7 @@ timing_trainer = gluon.Trainer(timing_net[1].collect_params(), 'adam',
 recomputed = utils.train(gluon.data.DataLoader(plain_train, args.batch_size, shuffle=True),
                          None, timing_net, loss_fn, timing_trainer, ctx, 1, progress=progress,
                          seed=args.seed, print_fn=lambda *a: None)
+utils.release_graph(timing_net)
 cached_s = seconds_per_head_epoch(history) * len(train_feats)
 recomputed_s = seconds_per_head_epoch(recomputed) * len(train_feats)
 print('Seconds per head epoch (%d images): cached features %.4f, recomputing the base '
@@ -423,6 +425,7 @@ def fine_tune(bn_inference, label):
                initial_epoch=args.initial_epochs)
     after = utils.running_stats(base)
     drift = max(float(nd.abs(after[k] - before[k]).max().asscalar()) for k in before)
+    utils.release_graph(model)  # its training buffers: the next call builds a smaller graph
     return model, fine, drift, len(params)
 
 

@@ -327,6 +327,12 @@ def load_base(name, pretrained):
 HEADS = {'text': text_head, 'conv': lambda outputs: conv_head(16, outputs),
          'conv3x3': lambda outputs: conv3x3_head(32, outputs)}
 STATIC = dict(static_alloc=True, static_shape=True)
+# Scenes per forward pass through the base's blocks at the input size. A graph allocated
+# statically keeps buffers for its whole batch as long as it lives, about 12 MiB per 128-px
+# scene for features[:13]: 790 MiB for 64 scenes, 210 for 16, at the same CPU time per scene.
+FORWARD_BATCH = 16
+# The same for passes over cached 8x8 features (the tail, the exercises' extra blocks).
+CACHED_BATCH = 64
 
 
 class Detector:
@@ -406,13 +412,18 @@ class Detector:
 def scene_features(net, n, seed, size, chunk=64, start=0):
     """Features of `net` for scenes start .. start + n - 1, generated chunk by chunk."""
     # chunk 64, not 250: the same forward cost per scene, and resizing and normalising cost
-    # a third as much per scene (benchmarks/detection_stages.py).
-    feats, labels = [], []
-    for i in range(start, start + n, chunk):
-        images, lab = make_scenes(min(chunk, start + n - i), seed=seed, start=i)
-        feats.append(utils.predict_batches(net, [utils.preprocess_batch(images, size)]))
-        labels.append(lab)
-    return np.concatenate(feats), np.concatenate(labels)
+    # a third as much per scene (benchmarks/detection_stages.py). The net sees FORWARD_BATCH
+    # scenes at a time: a hybridized graph keeps buffers for the batch it was given.
+    def batches():
+        for i in range(start, start + n, chunk):
+            images, lab = make_scenes(min(chunk, start + n - i), seed=seed, start=i)
+            labels.append(lab)
+            x = utils.preprocess_batch(images, size)
+            for j in range(0, len(x), FORWARD_BATCH):
+                yield x[j:j + FORWARD_BATCH]
+    labels = []
+    feats = utils.predict_batches(net, batches(), total=n)
+    return feats, np.concatenate(labels)
 
 
 if training:
@@ -428,6 +439,7 @@ if training:
     prefix.hybridize(**STATIC)
     start = time.time()
     x_cache, y_all = scene_features(prefix, args.num_examples, args.seed, args.input_size)
+    utils.release_graph(prefix)   # its buffers are not needed again
     cache_seconds = time.time() - start
     val_from = int(round(len(y_all) * (1 - args.validation_split)))
     print('%d scenes (%d train, %d validation) through features[:%d] in %.1f sec'
@@ -442,7 +454,7 @@ def cache_for(unfreeze):
         return (x_cache, y_all), val_from
     extra = utils.freeze(features[cache_start:first])
     extra.hybridize(**STATIC)
-    return (utils.predict_arrays(extra, x_cache, ctx=ctx[0]), y_all), val_from
+    return (utils.predict_arrays(extra, x_cache, CACHED_BATCH, ctx=ctx[0]), y_all), val_from
 
 
 # %% [markdown]
@@ -471,7 +483,8 @@ def train_detector(args, features, base, cache, ctx, *, head, unfreeze, loss_fn,
     start = time.time()
     if det.tail is not None:
         det.tail.hybridize(**STATIC)
-        x_tail = utils.predict_arrays(det.tail, x_pre, ctx=ctx[0])
+        x_tail = utils.predict_arrays(det.tail, x_pre, CACHED_BATCH, ctx=ctx[0])
+        utils.release_graph(det.tail)   # phase 2 runs the tail in another graph
     else:
         x_tail = x_pre
     tail_seconds = time.time() - start
@@ -487,6 +500,7 @@ def train_detector(args, features, base, cache, ctx, *, head, unfreeze, loss_fn,
                             (x_tail[split:], y[split:]), args.batch_size,
                             args.initial_epochs, ctx, args.seed, args.lr_drop)
     h2 = {'loss': [], 'val_loss': [], 'seconds': []}
+    del x_tail   # phase 2 reads the prefix features: the tail's (as large again) can go
     if args.fine_tuning_epochs:
         det.phase2()
         params = utils.trainable_params(det.trainee)
@@ -553,7 +567,8 @@ def evaluate(det, images, labels, size, ctx, mode='scaled'):
     """Outputs and metrics of the whole detector on fresh images (no cached features)."""
     det.net.hybridize(**STATIC)
     x = utils.preprocess_batch(images, size, ctx=ctx[0])
-    out = utils.predict_arrays(det.net, x.asnumpy(), ctx=ctx[0])
+    out = utils.predict_arrays(det.net, x.asnumpy(), FORWARD_BATCH, ctx=ctx[0])
+    utils.release_graph(det.net)
     return out, detection_metrics(out, labels, mode)
 
 

@@ -42,3 +42,38 @@ def test_frozen_batchnorm_gradients_match_finite_differences():
             values.append(f().asscalar())
         numeric = (values[0] - values[1]) / (2 * eps)
         assert grad[idx] == pytest.approx(numeric, rel=2e-3, abs=1e-3), idx
+
+
+def test_release_graph_drops_every_graph_and_the_next_call_is_the_same():
+    """release_graph clears the cached graph of a block and of its children (each kept
+    static buffers); the block then builds it again and computes the same outputs."""
+    mx.random.seed(0)
+    inner = nn.HybridSequential()
+    inner.add(nn.Dense(4, activation='relu'))
+    net = nn.HybridSequential()
+    net.add(inner, nn.Dense(2))
+    net.initialize()
+    net.hybridize(static_alloc=True, static_shape=True)
+    x = nd.random.normal(shape=(3, 5))
+    before = net(x).asnumpy()
+    inner(x).wait_to_read()   # the child called on its own: a graph of its own
+    assert net._cached_op is not None and inner._cached_op is not None
+    assert utils.release_graph(net) is net
+    assert net._cached_op is None and inner._cached_op is None
+    np.testing.assert_array_equal(net(x).asnumpy(), before)
+    assert net._cached_op is not None
+
+
+def test_predict_arrays_writes_into_one_array_like_concatenating():
+    """predict_arrays knows how many inputs come: the batches' outputs go into one array,
+    equal to what concatenating them gives, for a ragged last batch too."""
+    mx.random.seed(1)
+    net = nn.Dense(3)
+    net.initialize()
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    out = utils.predict_arrays(net, x, batch_size=4)
+    expected = np.concatenate([utils.predict_batches(net, [nd.array(x[i:i + 4])])
+                               for i in range(0, 10, 4)])
+    assert out.shape == (10, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+    assert utils.predict_arrays(net, x[:0]).shape[0] == 0

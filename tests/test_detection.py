@@ -349,3 +349,21 @@ def test_damaged_saved_detector_is_one_line(tiny_run, tmp_path, capsys, how):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and params in err[0] and 'train again' in err[0]
+
+
+# --- memory -------------------------------------------------------------------------------
+
+def test_scene_features_in_small_batches_match_one_pass(chapter):
+    """scene_features feeds the base FORWARD_BATCH scenes at a time and writes them into one
+    array: the same scenes, labels and features (float32) as one pass over all of them."""
+    mx.random.seed(4)
+    prefix = utils.freeze(chapter['random_base']('mobilenetv2_1.0').features[:6])
+    prefix.hybridize(**chapter['STATIC'])
+    n, start = 2 * chapter['FORWARD_BATCH'] + 5, 3
+    feats, labels = chapter['scene_features'](prefix, n, 7, 64, chunk=20, start=start)
+    images, expected_labels = utils.scenes.make_scenes(n, seed=7, start=start)
+    prefix.hybridize()   # another graph, whole batch: the reference
+    expected = utils.predict_batches(prefix, [utils.preprocess_batch(images, 64)])
+    assert feats.dtype == np.float32 and feats.shape == expected.shape
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_allclose(feats, expected, rtol=1e-4, atol=1e-5)

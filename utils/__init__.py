@@ -15,7 +15,7 @@ serial_openmp_in_this_thread()
 
 from .bbox import iou  # noqa: E402
 from .block import (batchnorms, first_conv, freeze, freeze_batchnorm, running_stats,  # noqa: E402
-                    set_bn_momentum, set_trainable, trainable_params)
+                    release_graph, set_bn_momentum, set_trainable, trainable_params)
 from .cli import Run, opt, run_chapter, settings  # noqa: E402
 from .datasets import (HOTDOG_SETTINGS, hotdog_or_faces, image_folder,  # noqa: E402
                        with_transform)
@@ -52,7 +52,7 @@ __all__ = [
     'centre_crop', 'denormalise', 'IMAGENET_MEAN', 'IMAGENET_STD',
     # freezing
     'batchnorms', 'freeze', 'freeze_batchnorm', 'set_trainable', 'trainable_params',
-    'running_stats', 'set_bn_momentum', 'first_conv',
+    'running_stats', 'set_bn_momentum', 'first_conv', 'release_graph',
     # training, predicting, cached features
     'train', 'evaluate_accuracy', 'seed_everything', 'train_arrays', 'train_fine_tuning',
     'FINE_TUNING_SETTINGS', 'train_settings',

@@ -2,7 +2,7 @@
 network, and its `train` (hybridize, SGD, softmax cross-entropy, utils.train)."""
 from mxnet import gluon
 
-from .block import set_bn_momentum
+from .block import release_graph, set_bn_momentum
 from .cli import PIXELS, fraction, non_negative_float, one_of, opt
 from .errors import UserError
 from .model_store import get_pretrained, known_models
@@ -69,11 +69,16 @@ def train_fine_tuning(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10,
 
     # make sure the parameters live on ctx
     net.collect_params().reset_ctx(ctx)
-    net.hybridize(static_alloc=True, static_shape=True)
+    # static_alloc without static_shape: with it, training MobileNetV2 at 96 px (batch 32)
+    # took the process to 1.3 GiB, then 1.5 as test batches of other sizes came, against
+    # 1.0-1.1 GiB here, for the same CPU time (python -m benchmarks.graph_memory).
+    net.hybridize(static_alloc=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     if output_lr_mult != 1:
         net.output.collect_params().setattr('lr_mult', output_lr_mult)
     trainer = gluon.Trainer(net.collect_params(), 'sgd', {
         'learning_rate': learning_rate, 'wd': wd})
-    return train(train_data, test_data, net, loss, trainer, ctx, epochs,
-                 progress=progress, seed=seed, first_epoch=first_epoch)
+    history = train(train_data, test_data, net, loss, trainer, ctx, epochs,
+                    progress=progress, seed=seed, first_epoch=first_epoch)
+    release_graph(net)  # a net kept for later gives its training buffers back
+    return history

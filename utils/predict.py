@@ -7,20 +7,34 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 
-def predict_batches(net, batches, ctx=None):
-    """Outputs of `net` for an iterable of input NDArrays, concatenated into one array."""
+def predict_batches(net, batches, ctx=None, total=None):
+    """Outputs of `net` for an iterable of input NDArrays, concatenated into one array.
+
+    total: the number of inputs, when known. Each batch's outputs are then written into one
+    array made for all of them, instead of kept apart and concatenated at the end, which
+    would hold every output twice for a moment.
+    """
     ctx = ctx or mx.cpu()
-    outs = []
+    outs, filled = [], 0
     with autograd.predict_mode():
         for x in batches:
-            outs.append(net(x.as_in_context(ctx)).asnumpy())
+            out = net(x.as_in_context(ctx)).asnumpy()
+            if total is None:
+                outs.append(out)
+                continue
+            if not outs:
+                outs.append(np.empty((total,) + out.shape[1:], out.dtype))
+            outs[0][filled:filled + len(out)] = out
+            filled += len(out)
+    if total is not None:
+        return outs[0][:filled] if outs else np.empty((0,))
     return np.concatenate(outs, axis=0)
 
 
 def predict_arrays(net, x, batch_size=256, ctx=None):
     """Outputs of `net` for a numpy array of inputs, `batch_size` at a time."""
     return predict_batches(net, (nd.array(x[i:i + batch_size])
-                                 for i in range(0, len(x), batch_size)), ctx)
+                                 for i in range(0, len(x), batch_size)), ctx, total=len(x))
 
 
 def predict_loader(net, loader, ctx=None):
