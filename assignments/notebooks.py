@@ -172,6 +172,8 @@ def write_notebook(folder):
 # Grading a submitted notebook
 
 def _read_notebook(path):
+    if os.path.islink(path):  # it could name another student's notebook
+        raise NotebookError('%s is a symbolic link: hand in the notebook itself' % path)
     size = os.path.getsize(path)
     if size > SIZE_LIMIT:
         raise NotebookError('%s is %d MB, more than the %d MB a notebook may have: clear its '
@@ -181,9 +183,10 @@ def _read_notebook(path):
         data = f.read()
     try:
         notebook = json.loads(data.decode('utf-8'))
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        why = (str(err).splitlines() or [type(err).__name__])[0][:120]
         raise NotebookError('%s is not a notebook (not valid JSON: %s): hand in the notebook '
-                            'as Jupyter saved it' % (path, str(err).splitlines()[0][:120]))
+                            'as Jupyter saved it' % (path, why))
     if not isinstance(notebook, dict) or not isinstance(notebook.get('cells'), list):
         raise NotebookError('%s is not a notebook (no list of cells): hand in the notebook '
                             'as Jupyter saved it' % path)

@@ -181,13 +181,20 @@ def test_a_broken_notebook_gets_one_line_naming_it(dist, tmp_path, capsys):
     empty = json.loads(read(os.path.join(dist['student'], 'assignments', ASSIGNMENT, NOTEBOOK)))
     for cell in empty['cells']:
         cell['metadata'].pop('gluon_transfer', None)  # an editor that drops cell metadata
+    other = tmp_path / 'someone_else.ipynb'
+    other.write_text(json.dumps(empty))
     cases = {'not_json': ('{"cells": [', 'not valid JSON'),
+             'too_deep': ('[' * 100000 + ']' * 100000, 'not valid JSON'),
              'no_cells': ('[1, 2]', 'no list of cells'),
-             'no_graded_cell': (json.dumps(empty), 'has no graded cell')}
+             'no_graded_cell': (json.dumps(empty), 'has no graded cell'),
+             'link': (other, 'is a symbolic link')}
     for name, (text, words) in cases.items():
         folder = tmp_path / name / ASSIGNMENT
         folder.mkdir(parents=True)
-        (folder / NOTEBOOK).write_text(text)
+        if name == 'link':
+            os.symlink(str(text), str(folder / NOTEBOOK))
+        else:
+            (folder / NOTEBOOK).write_text(text)
         out = tmp_path / (name + '.json')
         # --no-fork: nothing is started, a broken notebook is refused before any test runs
         assert grade.main([str(tmp_path / name), '--tests', tests_root, '--only', ASSIGNMENT,
