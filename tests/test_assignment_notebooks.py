@@ -154,6 +154,9 @@ def test_only_marked_cells_are_taken_and_magics_left_out(dist):
     # a Python expression continued on a line starting with % is code, not a magic
     assert notebooks.without_magics('x = (7\n     % 4)') == 'x = (7\n     % 4)'
     assert notebooks.without_magics('%%time\ny = 2') == 'y = 2'
+    # what the parser refuses is kept, for the grading to report as the .py's would be
+    for text in ('x = 1\0', 'x = ' + '(' * 100000 + ')' * 100000):
+        assert notebooks.without_magics(text) == text
     assert notebooks.without_magics('for i in range(2):\n    %time f(i)') == \
         'for i in range(2):\n    pass  # left out when graded: %time f(i)'
 
