@@ -296,30 +296,26 @@ def _public_tests(assignment):
     return _loaded_tests[path]
 
 
-def _first_line(err):
-    text = str(err).strip().splitlines()
-    return '%s: %s' % (type(err).__name__, text[0][:200]) if text else type(err).__name__
-
-
 def public_test(assignment, test_name, namespace):
-    """Run one public test on the names a notebook defined (its `globals()`), seeded as the
-    grader seeds it; print its feedback line (nothing returned: the cell shows only the line)."""
+    """Run one public test on the names a notebook defined (its `globals()`) as the grader
+    runs it, but in the student's own kernel: the test's probe, seeded as in a probe process,
+    on those names; its observations packed and unpacked as the grader receives them; then
+    the check on them. Print the feedback line (nothing returned: the cell shows only it)."""
     import mxnet as mx
     import numpy as np
-    from assignments.runner import SEED
-    test = getattr(_public_tests(assignment), test_name)
-    points = getattr(test, 'points', 0)
-    random.seed(SEED)
-    np.random.seed(SEED)
-    mx.random.seed(SEED)
+    from assignments import grade, runner
+    check = getattr(_public_tests(assignment), test_name)
+    points = getattr(check, 'points', 0)
+    random.seed(runner.SEED)
+    np.random.seed(runner.SEED)
+    mx.random.seed(runner.SEED)
     try:
-        test(types.SimpleNamespace(**namespace))
-        why = ''
+        seen = grade.decode(runner.encode(check.probe(types.SimpleNamespace(**namespace))))
     except NotImplementedError:
-        why = 'not implemented yet'
-    except AssertionError as err:
-        why = str(err).strip()[:300] or 'a check failed'
+        seen, why = None, 'not implemented yet'
     except Exception as err:  # the feedback line says what went wrong, as the grader does
-        why = _first_line(err)
+        seen, why = None, runner.first_line(err)
+    if seen is not None:
+        why = grade.judge(check, seen)[1]  # '' when it passed
     print('%s  %s  %g/%g%s' % ('FAIL' if why else 'PASS', test_name, 0 if why else points,
                                points, '  ' + why if why else ''))

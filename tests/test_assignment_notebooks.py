@@ -1,11 +1,13 @@
 """Assignments handed out and handed in as notebooks; the grader's results for Gradescope.
 
-Grading runs only assignment 4 (IoU and a loss: its tests take a second or two each): one class
-run grades a .py and a notebook submission side by side, and the run_autograder script of
-docs/teachers.md grades the notebook alone once more.
+Grading runs only assignment 4 (IoU and a loss: two probe processes of a second or two): one
+class run grades a .py and a notebook submission side by side, and the run_autograder script of
+docs/teachers.md grades the notebook alone once more. The graded cells reach the sandboxed
+probe processes as the file to complete; the grader itself only reads them as text.
 """
 import ast
 import copy
+import csv
 import json
 import math
 import os
@@ -87,8 +89,8 @@ def filled_notebook(dist, answer):
 def test_build_writes_a_valid_notebook_per_assignment(dist):
     nbformat = pytest.importorskip('nbformat')
     root = os.path.join(dist['student'], 'assignments')
-    hidden = [t.name for t in grade.read_all_tests(os.path.join(dist['autograder'],
-                                                                'assignments')) if t.hidden]
+    every = grade.read_all_tests(os.path.join(dist['autograder'], 'assignments'))
+    hidden = [t.name for t in every if t.hidden] + [t.probe for t in every if t.probe_hidden]
     for name in build.assignment_folders(root):
         folder = os.path.join(root, name)
         public = grade.read_tests(folder)
@@ -129,8 +131,9 @@ def test_public_test_cells_run_in_jupyter(dist, tmp_path, monkeypatch):
     monkeypatch.setenv('PYTHONPATH', ROOT)  # this checkout's utils
     nbclient.NotebookClient(nb, timeout=300, iopub_timeout=60, kernel_name='python3',
                             resources={'metadata': {'path': str(path.parent)}}).execute()
-    lines = [out.get('text', '') for cell in nb.cells if 'public_test(' in cell.source
-             for out in cell.outputs]
+    # a cell's printed text may come in several stream outputs
+    lines = [''.join(out.get('text', '') for out in cell.outputs) for cell in nb.cells
+             if 'public_test(' in cell.source and not cell.source.startswith('#')]
     assert lines[0] == 'PASS  test_iou_same_box  1/1\n'
     assert lines[1] == 'PASS  test_iou_partial_overlap  1/1\n'
     assert lines[2].startswith('FAIL  test_loss_example  0/1  scaled_mse of one sample '
@@ -174,13 +177,29 @@ def test_py_or_notebook_which_is_graded(tmp_path):
     assert notebooks.pick_submission(str(tmp_path), FILE) == str(nb)
     script.unlink()
     assert notebooks.pick_submission(str(tmp_path), FILE) == str(nb)
+    other = tmp_path / 'elsewhere.py'
+    other.write_text('def f():\n    return 2\n')
+    os.symlink(str(other), str(script))  # a link counts as absent, as for a .py alone
+    assert notebooks.pick_submission(str(tmp_path), FILE) == str(nb)
+    nb.unlink()
+    assert notebooks.pick_submission(str(tmp_path), FILE) is None
+    script.unlink()
+    nb.write_text(json.dumps(notebook))
     nb.write_text('{')
     script.write_text(handed_out)  # the notebook cannot say what was handed out: the .py
     assert notebooks.pick_submission(str(tmp_path), FILE) == str(script)
 
 
+class NoProcess:
+    """A sandbox that fails the test if the grader asks it for a probe process."""
+
+    def __getattr__(self, name):
+        raise AssertionError('a probe process was asked for (%s)' % name)
+
+
 def test_a_broken_notebook_gets_one_line_naming_it(dist, tmp_path, capsys):
     tests_root = os.path.join(dist['autograder'], 'assignments')
+    tests = grade.read_all_tests(tests_root, [ASSIGNMENT])
     empty = json.loads(read(os.path.join(dist['student'], 'assignments', ASSIGNMENT, NOTEBOOK)))
     for cell in empty['cells']:
         cell['metadata'].pop('gluon_transfer', None)  # an editor that drops cell metadata
@@ -198,19 +217,27 @@ def test_a_broken_notebook_gets_one_line_naming_it(dist, tmp_path, capsys):
             os.symlink(str(text), str(folder / NOTEBOOK))
         else:
             (folder / NOTEBOOK).write_text(text)
-        out = tmp_path / (name + '.json')
-        # --no-fork: nothing is started, a broken notebook is refused before any test runs
-        assert grade.main([str(tmp_path / name), '--tests', tests_root, '--only', ASSIGNMENT,
-                           '--no-fork', '--json', str(out)]) == 0
-        results = json.loads(out.read_text())['tests']
+        # refused before any probe process starts: NoProcess fails the test otherwise
+        results = grade.grade(str(tmp_path / name), tests, box=NoProcess())
         assert len(results) == 6 and sum(r['points'] for r in results) == 0
-        for r in results:  # hidden tests show only that they failed
-            if r['hidden']:
-                assert r['status'] == 'failed' and r['reason'] == 'hidden test', r
-                continue
+        for r in results:
             assert r['status'] == 'bad_notebook' and words in r['reason'], r
             assert str(folder / NOTEBOOK) in r['reason'] and '\n' not in r['reason']
-    capsys.readouterr()
+        for r in grade.feedback(results):  # hidden tests show only that they failed
+            if r['hidden']:
+                assert (r['status'], r['reason']) == ('failed', 'hidden test'), r
+            else:
+                assert r['status'] == 'bad_notebook' and words in r['reason'], r
+    # the command: one line per test, the public ones naming the notebook
+    out = tmp_path / 'not_json.json'
+    assert grade.main([str(tmp_path / 'not_json'), '--tests', tests_root, '--only', ASSIGNMENT,
+                       '--json', str(out)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith(ASSIGNMENT + ' ') and ' total ' not in line]
+    assert len(lines) == 6
+    assert all(str(tmp_path / 'not_json' / ASSIGNMENT / NOTEBOOK) in line
+               for line in lines if '(hidden)' not in line)
+    assert sum(r['points'] for r in json.loads(out.read_text())['tests']) == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +246,9 @@ def test_a_broken_notebook_gets_one_line_naming_it(dist, tmp_path, capsys):
 @pytest.fixture(scope='module')
 def graded_pair(dist, tmp_path_factory):
     """One class run: `script` hands in boxes.py with the mistake, `notebook` the handed-out
-    folder with the same answer in the notebook (boxes.py left as handed out)."""
+    folder with the same answer in the notebook (boxes.py left as handed out). The feedback
+    files are the students' view; the teacher's records (hidden reasons too) come from
+    grading both folders once more."""
     root = tmp_path_factory.mktemp('class')
     answer = answer_with_mistake(dist)
     for student in ('notebook', 'script'):
@@ -230,21 +259,33 @@ def graded_pair(dist, tmp_path_factory):
     notebook = filled_notebook(dist, answer)
     write(str(root / 'class' / 'notebook' / 'assignments' / ASSIGNMENT / NOTEBOOK),
           json.dumps(notebook))
+    tests_root = os.path.join(dist['autograder'], 'assignments')
     assert grade.main(['--class-dir', str(root / 'class'), '--csv', str(root / 'scores.csv'),
-                       '--feedback-dir', str(root / 'feedback'), '--show-hidden', '--only',
-                       ASSIGNMENT, '--tests', os.path.join(dist['autograder'], 'assignments'),
-                       '--jobs', '2']) == 0
-    return {student: json.loads(read(str(root / 'feedback' / (student + '.json'))))['tests']
-            for student in ('notebook', 'script')}, notebook
+                       '--feedback-dir', str(root / 'feedback'), '--only', ASSIGNMENT,
+                       '--tests', tests_root, '--jobs', '2']) == 0
+    shown = {student: json.loads(read(str(root / 'feedback' / (student + '.json'))))['tests']
+             for student in ('notebook', 'script')}
+    tests = grade.read_all_tests(tests_root, [ASSIGNMENT])
+    teacher = {student: grade.grade(str(root / 'class' / student), tests, jobs=2)
+               for student in ('notebook', 'script')}
+    with open(str(root / 'scores.csv')) as f:
+        rows = {row['student']: row for row in csv.DictReader(f)}
+    return shown, notebook, teacher, rows
 
 
 def test_notebook_grades_like_the_same_py(graded_pair):
-    results, _ = graded_pair
-    seen = {s: [(r['test'], r['status'], r['points'], r['reason']) for r in results[s]]
-            for s in results}
-    assert seen['notebook'] == seen['script']
-    assert sum(r['points'] for r in results['script']) == POINTS_WITH_MISTAKE
-    assert {r['status'] for r in results['script']} == {'passed', 'failed'}
+    shown, _, teacher, rows = graded_pair
+    for results in (shown, teacher):
+        seen = {s: [(r['test'], r['status'], r['points'], r['reason']) for r in results[s]]
+                for s in results}
+        assert seen['notebook'] == seen['script']
+        assert sum(r['points'] for r in results['script']) == POINTS_WITH_MISTAKE
+        assert {r['status'] for r in results['script']} == {'passed', 'failed'}
+    hidden = [r for r in teacher['script'] if r['hidden']]
+    assert any(r['status'] == 'failed' and r['reason'] != 'hidden test' for r in hidden)
+    assert rows['notebook'][ASSIGNMENT] == rows['script'][ASSIGNMENT] == \
+        str(POINTS_WITH_MISTAKE)
+    assert rows['notebook']['note'] == rows['script']['note'] == ''
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +423,7 @@ def run_autograder_script():
 def test_run_autograder_grades_a_notebook_alone(dist, graded_pair, tmp_path):
     """The documented wrapper, on a folder laid out like Gradescope's /autograder, with the
     student's notebook uploaded alone: results.json as documented, scores as the .py's."""
-    results, notebook = graded_pair
+    results, notebook, _, _ = graded_pair
     root = tmp_path / 'autograder'
     source = root / 'source'
     source.mkdir(parents=True)
