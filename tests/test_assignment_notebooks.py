@@ -144,38 +144,40 @@ def test_public_test_cells_run_in_jupyter(dist, tmp_path, monkeypatch):
 PUBLIC_CELLS = """
 import os, runpy, sys
 from assignments import grade, notebooks
-root = os.path.join(sys.argv[1], 'student', 'assignments')
-for name in sorted(os.listdir(root)):
-    if not grade.ASSIGNMENT_DIR.match(name):
-        continue
-    tests = grade.read_tests(os.path.join(root, name))
-    for which in ('autograder', 'student'):
-        names = runpy.run_path(os.path.join(sys.argv[1], which, 'assignments', name,
-                                            tests[0].submission_file))
-        for t in tests:
-            print(which, end=' ')
-            notebooks.public_test(name, t.name, names)
+out, name = sys.argv[1:]
+tests = grade.read_tests(os.path.join(out, 'student', 'assignments', name))
+for which in ('autograder', 'student'):
+    names = runpy.run_path(os.path.join(out, which, 'assignments', name,
+                                        tests[0].submission_file))
+    for t in tests:
+        print(which, end=' ')
+        notebooks.public_test(name, t.name, names)
 """
 
 
 def test_public_test_cells_pass_the_reference_and_fail_the_blank(dist):
-    """Every assignment's public-test cells (called as the cells call them, in one process
-    standing for the kernel, from the student copy): the reference passes, the blank is
-    'not implemented yet'."""
-    run = subprocess.run([sys.executable, '-c', PUBLIC_CELLS, dist['out']], cwd=dist['student'],
-                         env=dict(os.environ, PYTHONPATH=os.pathsep.join([dist['student'], ROOT])),
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr
-    lines = run.stdout.splitlines()
+    """Every assignment's public-test cells, called as the cells call them from the student
+    copy, in one process per assignment standing for its notebook's kernel: the reference
+    passes, the blank is 'not implemented yet'."""
     public = [t for t in grade.read_all_tests(os.path.join(dist['autograder'], 'assignments'))
               if not t.hidden]
-    assert len(lines) == 2 * len(public) and len({t.assignment for t in public}) == 5
-    for line in lines:
-        which, verdict, name, points = line.split()[:4]
-        if which == 'autograder':
-            assert verdict == 'PASS' and points.split('/')[0] == points.split('/')[1], line
-        else:
-            assert verdict == 'FAIL' and line.endswith('not implemented yet'), line
+    assignments = sorted({t.assignment for t in public})
+    assert len(assignments) == 5
+    for name in assignments:
+        run = subprocess.run([sys.executable, '-c', PUBLIC_CELLS, dist['out'], name],
+                             cwd=dist['student'], capture_output=True, text=True, timeout=600,
+                             env=dict(os.environ,
+                                      PYTHONPATH=os.pathsep.join([dist['student'], ROOT])))
+        assert run.returncode == 0, run.stderr
+        lines = run.stdout.splitlines()
+        assert len(lines) == 2 * len([t for t in public if t.assignment == name]), run.stdout
+        for line in lines:
+            which, verdict, test, points = line.split()[:4]
+            if which == 'autograder':
+                assert verdict == 'PASS' and points.split('/')[0] == points.split('/')[1], \
+                    line
+            else:
+                assert verdict == 'FAIL' and line.endswith('not implemented yet'), line
 
 
 # ---------------------------------------------------------------------------------------------
