@@ -3,7 +3,8 @@
     python -m assignments.build [--out dist] [--check] [--jobs N]
 
 OUT/student/assignments/     the grader, and per assignment: statement.md, the file to complete
-                             (solutions replaced by `raise NotImplementedError()`), public_tests.py
+                             (solutions replaced by `raise NotImplementedError()`), public_tests.py,
+                             and the same as a notebook (`boxes.ipynb` next to `boxes.py`)
 OUT/autograder/assignments/  the grader, and per assignment: statement.md, the reference
                              solution, tests.py (public and hidden tests)
 
@@ -23,15 +24,17 @@ import shutil
 import sys
 import tempfile
 
-from assignments import grade, markers
+from assignments import grade, markers, notebooks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FRAMEWORK = ('__init__.py', 'grade.py', 'runner.py', 'sandbox.py', 'testing.py', 'markers.py',
-             'build.py')
+             'build.py', 'notebooks.py', 'gradescope.py')
 STUDENT_README = """# Assignments
 
 Each folder holds a statement (statement.md), the file to complete and its public tests.
-Replace every `raise NotImplementedError()` with your code. Check your work with
+Replace every `raise NotImplementedError()` with your code. Each file to complete also comes as
+a notebook of the same name (`boxes.ipynb` next to `boxes.py`): work in either one; the notebook
+says how it is graded. Check your work with
 
     python -m assignments.grade .
 
@@ -86,6 +89,7 @@ def build_into(out, source=HERE):
         _write(os.path.join(student, submission_file), markers.student_version(solution, where))
         _write(os.path.join(student, 'public_tests.py'),
                markers.public_tests(tests_text, os.path.join(folder, 'tests.py')))
+        notebooks.write_notebook(student)  # the statement, the file and public tests as one
         _write(os.path.join(autograder, submission_file),
                markers.reference_version(solution, where))
         shutil.copy2(os.path.join(folder, 'tests.py'), autograder)

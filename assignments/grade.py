@@ -4,7 +4,8 @@
     python -m assignments.grade --class-dir SUBMISSIONS --csv scores.csv [--feedback-dir DIR]
 
 SUBMISSION_DIR holds the student's files as handed out (`a1_data_parallel/data_parallel.py`,
-..., directly or under `assignments/`). The student's code runs only in sandboxed probe
+..., directly or under `assignments/`; or the notebook handed out, `boxes.ipynb` for `boxes.py`,
+of which only the cells marked as graded are taken). The student's code runs only in sandboxed probe
 processes (assignments.sandbox), which hand back data; every verdict is computed here, by
 the tests' checks, on that data. Every test gets a score and a short reason. Hidden tests
 show only passed / failed and their points, unless the teacher asks with --show-hidden; the
@@ -29,7 +30,7 @@ import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
-from assignments import markers, sandbox
+from assignments import markers, notebooks, sandbox
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ASSIGNMENT_DIR = re.compile(r'^a\d+_\w+$')
@@ -175,15 +176,25 @@ def submission_source(submission_dir, assignment, submission_file, target):
     """Copy the student's folder of `assignment` into `target`, ready to grade: the one
     place where a student's folder becomes the source file(s) the probes import.
 
-    Looks for <dir>/<assignment>/<file>, also under <dir>/assignments/. Copies regular files
-    only (no links, pipes or devices). Raises Missing, or sandbox.FolderTooLarge."""
+    Looks for <dir>/<assignment>/<file>, also under <dir>/assignments/, or its notebook
+    (<file> as .ipynb) when the file is absent or still as handed out: then the notebook's
+    graded cells, read here as text and never run, become <file> in `target`. Copies regular
+    files only (no links, pipes or devices), never the notebook. Raises Missing,
+    sandbox.FolderTooLarge, or notebooks.NotebookError (one line naming the notebook)."""
     for folder in (os.path.join(submission_dir, assignment),
                    os.path.join(submission_dir, 'assignments', assignment)):
-        path = os.path.join(folder, submission_file)
-        if os.path.isfile(path) and not os.path.islink(path):
-            sandbox.copy_folder(folder, target)
-            return os.path.join(target, submission_file)
-    raise Missing('file missing: expected %s/%s' % (assignment, submission_file))
+        path = notebooks.pick_submission(folder, submission_file)
+        if path is None:
+            continue
+        with _parse_lock:  # the magics are found by parsing the cells
+            graded_text = notebooks.graded_text(path)  # None for the .py itself
+        notebook = os.path.join(folder, notebooks.notebook_name(submission_file))
+        sandbox.copy_folder(folder, target, skip=[notebook])
+        if graded_text is not None:
+            write_atomic(os.path.join(target, submission_file), graded_text)
+        return os.path.join(target, submission_file)
+    raise Missing('file missing: expected %s/%s (or %s)' % (
+        assignment, submission_file, notebooks.notebook_name(submission_file)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,19 +437,27 @@ def check(test, observation):
         return result
     start = time.time()
     function = getattr(tests_module(test.tests_file), test.name)
-    with CHECK_LOCK, warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        try:
-            function(observation.data)
-            result.update(status='passed', points=test.points)
-        except AssertionError as err:
-            result.update(status='failed', reason=str(err).strip()[:300] or 'a check failed',
-                          traceback=traceback.format_exc())
-        except Exception as err:  # observations of the wrong form
-            result.update(status='failed', reason='the results do not have the expected form '
-                          '(%s)' % sandbox_first_line(err), traceback=traceback.format_exc())
+    with CHECK_LOCK:
+        passed, reason, trace = judge(function, observation.data)
+    result.update(status='passed' if passed else 'failed', points=test.points if passed else 0,
+                  reason=reason, traceback=trace)
     result['seconds'] = round(observation.seconds + time.time() - start, 2)
     return result
+
+
+def judge(function, data):
+    """One check on a probe's observations: (passed, reason, traceback). The public tests
+    in a notebook give their feedback lines through it too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        try:
+            function(data)
+            return True, '', ''
+        except AssertionError as err:
+            return False, str(err).strip()[:300] or 'a check failed', traceback.format_exc()
+        except Exception as err:  # observations of the wrong form
+            return False, 'the results do not have the expected form (%s)' % (
+                sandbox_first_line(err)), traceback.format_exc()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,9 +512,11 @@ def grade(submission_dir, tests, jobs=1, timeout=None, box=None, record_calls=Fa
             target = os.path.join(scratch, assignment)
             try:
                 submission_source(submission_dir, assignment, mine[0].submission_file, target)
-            except (Missing, sandbox.FolderTooLarge) as err:
+            except (Missing, sandbox.FolderTooLarge, notebooks.NotebookError) as err:
+                status = 'bad_notebook' if isinstance(err, notebooks.NotebookError) \
+                    else 'missing'
                 for t in mine:
-                    results[t.name, assignment] = dict(new_result(t), status='missing',
+                    results[t.name, assignment] = dict(new_result(t), status=status,
                                                        reason=str(err))
                 continue
             job = Job(assignment, mine[0].tests_file, mine[0].submission_file, target, box,
@@ -669,6 +690,9 @@ def build_parser():
                         'to hand back (hidden tests: pass / fail and points only, always)')
     parser.add_argument('--json', help='write the scores and reasons to this JSON file (the '
                         'teacher\'s view: with --show-hidden, hidden reasons too)')
+    parser.add_argument('--gradescope', metavar='RESULTS_JSON',
+                        help="one submission: also write Gradescope's results.json here "
+                        '(hidden tests visible once the grades are published)')
     parser.add_argument('--tests', default=HERE,
                         help='folder with the assignments and their tests (default: this '
                              'package: public and hidden tests in the sources, public only in '
@@ -711,6 +735,9 @@ def _main(args):
         raise GradeError('--tests %s is not a folder' % args.tests)
     if args.jobs < 1:
         raise GradeError('--jobs %d: give 1 or more' % args.jobs)
+    if args.gradescope and args.class_dir:
+        raise GradeError('--gradescope writes the results of one submission: give its '
+                         'folder instead of --class-dir')
     tests = read_all_tests(args.tests, args.only)
     if args.submission and not os.path.isdir(args.submission):
         raise GradeError('%s is not a folder: give the folder of one student\'s submission'
@@ -722,10 +749,13 @@ def _main(args):
     if args.submission:
         start = time.time()
         results = grade(args.submission, tests, args.jobs, args.timeout, box)
-        report(feedback(results, args.show_hidden, args.verbose), sys.stdout)
+        shown = feedback(results, args.show_hidden, args.verbose)
+        report(shown, sys.stdout)
         if args.json:
-            write_atomic(args.json, to_json(feedback(results, args.show_hidden, args.verbose),
-                                            time.time() - start))
+            write_atomic(args.json, to_json(shown, time.time() - start))
+        if args.gradescope:
+            from assignments import gradescope
+            gradescope.write_results(args.gradescope, shown, time.time() - start)
         return 0
     students = sorted(d for d in os.listdir(args.class_dir)
                       if os.path.isdir(os.path.join(args.class_dir, d))

@@ -374,8 +374,9 @@ class FolderTooLarge(Exception):
     pass
 
 
-def copy_folder(source, target, max_bytes=SCRATCH_LIMIT // 2, max_files=2000):
-    """Regular files and folders only (no links, pipes or devices), world-readable."""
+def copy_folder(source, target, max_bytes=SCRATCH_LIMIT // 2, max_files=2000, skip=()):
+    """Regular files and folders only (no links, pipes or devices), world-readable; not the
+    files named in `skip`."""
     total, count = 0, 0
     os.makedirs(target)
     for root, dirs, files in os.walk(source):
@@ -391,7 +392,7 @@ def copy_folder(source, target, max_bytes=SCRATCH_LIMIT // 2, max_files=2000):
                 info = os.lstat(path)
             except OSError:
                 continue
-            if not stat.S_ISREG(info.st_mode) or name.endswith('.pyc'):
+            if not stat.S_ISREG(info.st_mode) or name.endswith('.pyc') or path in skip:
                 continue
             total += info.st_size
             count += 1
