@@ -269,9 +269,12 @@ print('%d of %d runs had a training loss that rose above %g times its first valu
 # How far a reader's run may land from it: an earlier run of this table on another 2-core
 # machine (before a method's first run drew its output layer like the others) had means
 # within 0.005 of these for fine-tuning, within 0.015 for frozen features, and within 0.05
-# for scratch except at 2 per class (0.785 there against 0.685). Other CPUs and other thread
-# counts change single runs by a photo or two (0.025-0.05), and scratch, which starts from
-# random weights, by more; a fine-tuning run that collapses (see above) pulls its point
+# for scratch except at 2 per class (0.785 there against 0.685). The same `--quick` with two
+# threads on this machine (`python -m benchmarks.quick_modes`) gave fine-tuning 0.975 / 0.985
+# / 1.000 / 0.985 / 0.995 / 1.000 (2 to all per class; no run below 0.95), frozen features
+# the table's means, and scratch within 0.03 of them (0.705 at 2 per class). Other CPUs and
+# other thread counts change single runs by a photo or two (0.025-0.05), and scratch, which
+# starts from random weights, by more; a fine-tuning run that collapses (see above) pulls its point
 # down by about 0.1. Each cell is a run of its own: `--seed 3 --seeds 1` gives seed 3's
 # numbers as in the run of all five.
 #
