@@ -175,6 +175,10 @@ class Sandbox:
             elif os.path.isdir(path):
                 args += ['--ro-bind', path, path]
             made.add(path)
+        # /tmp first, so that a Python installation or environment under /tmp is bound on top
+        # of the empty one rather than hidden by it
+        args += ['--perms', '1777', '--size', str(SCRATCH_LIMIT), '--tmpfs', '/tmp']
+        made.add('/tmp')
         for root in _python_roots():
             if root.split(os.sep)[1] in ('usr', 'etc', 'bin', 'sbin', 'lib', 'lib64'):
                 continue
@@ -183,7 +187,6 @@ class Sandbox:
             if any(hidden.startswith(r + os.sep) for r in _python_roots() + ['/usr', '/etc']):
                 args += ['--tmpfs', hidden]
         args += ['--proc', '/proc', '--dev', '/dev',
-                 '--perms', '1777', '--size', str(SCRATCH_LIMIT), '--tmpfs', '/tmp',
                  '--perms', '0755', '--dir', INSIDE,
                  '--perms', '1777', '--size', str(SCRATCH_LIMIT), '--tmpfs', INSIDE + '/work']
         if lib:
