@@ -214,15 +214,29 @@ def _mount(source, target, fstype, flags, data=None):
         raise OSError(errno, 'mount %s on %s: %s' % (source, target, os.strerror(errno)))
 
 
+def _python_roots_under_tmp():
+    roots = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)
+                    if os.path.realpath(p).startswith('/tmp/')})
+    return [r for r in roots if not any(r.startswith(o + os.sep) for o in roots)]
+
+
 def _own_mounts(job, limits):
     """This fork's view: its job's files read-only, its own scratch and /tmp, no other job."""
     libc, ctypes = _libc()
     if libc.unshare(CLONE_NEWNS) != 0:
         raise OSError(ctypes.get_errno(), 'unshare of the mount namespace failed')
     _mount(None, '/', None, MS_REC | MS_PRIVATE)
+    # A Python installation under /tmp (a project checked out there) would be hidden by the
+    # new /tmp: held by a descriptor, and bound again on top of it.
+    held = [(root, os.open(root, os.O_PATH)) for root in _python_roots_under_tmp()]
     size = 'size=%d,mode=1777' % limits['scratch']
     for target in ('/sandbox/work', '/tmp'):
         _mount('tmpfs', target, 'tmpfs', MS_NOSUID | MS_NODEV, size)
+    for root, fd in held:
+        os.makedirs(root)
+        _mount('/proc/self/fd/%d' % fd, root, None, MS_BIND | MS_REC)
+        _mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.close(fd)
     for name in ('lib', 'submission'):
         target = '/sandbox/' + name
         _mount(os.path.join(job, name), target, None, MS_BIND | MS_REC)

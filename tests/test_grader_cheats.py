@@ -319,7 +319,10 @@ def test_the_probe_sees_and_reaches_nothing_of_the_graders(tmp_path):
     if box.bwrap:
         assert data['read'] == ['FileNotFoundError'] * 3, data['read']
         assert data['connect'] != 'done', data['connect']
-        assert len(data['tmp']) == 0 and data['cwd'] == '/sandbox/work'
+        # /tmp is empty but for the way to a Python installation checked out under /tmp
+        python_under_tmp = {os.path.realpath(p).split(os.sep)[2] for p in (
+            sys.prefix, sys.base_prefix) if os.path.realpath(p).startswith('/tmp/')}
+        assert set(data['tmp']) <= python_under_tmp and data['cwd'] == '/sandbox/work'
         assert not any(t.endswith('.json') for t in data['fd_targets']), data['fd_targets']
     assert '' not in data['sys_path'] and data['sys_path'][-1] == data['cwd']
     assert 'site-packages' in data['skimage']
