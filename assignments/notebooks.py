@@ -301,6 +301,7 @@ def public_test(assignment, test_name, namespace):
     runs it, but in the student's own kernel: the test's probe, seeded as in a probe process,
     on those names; its observations packed and unpacked as the grader receives them; then
     the check on them. Print the feedback line (nothing returned: the cell shows only it)."""
+    import utils  # noqa: F401  (before MXNet: the numpy names it needs)
     import mxnet as mx
     import numpy as np
     from assignments import grade, runner
