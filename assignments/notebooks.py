@@ -127,18 +127,20 @@ def build_notebook(assignment, statement, student_source, submission_file, publi
     for text in _markdown_cells(statement):
         add('markdown', text, **locked)
     add('markdown', how_to_work(submission_file), **locked)
-    for piece in code_cells(student_source):
-        add('code', MARKER_LINE + '\n' + piece, deletable=False,
-            **{META: {'graded': True, 'file': submission_file}})
-    add('markdown', '## Public tests\n\nEach cell runs one public test on the functions '
-        'defined above and prints its feedback line.', **locked)
+    # before the answers: they import MXNet, which on numpy 2 needs the names utils puts back
     add('code', '\n'.join([
         '# Not graded: loads the grader, two folders up, to run the public tests here',
         'import os',
         'import sys',
         '',
         "sys.path.insert(0, os.path.abspath(os.path.join('..', '..')))",
+        'import utils  # noqa: F401  (before MXNet: the numpy names it needs)',
         'from assignments.notebooks import public_test']), **locked)
+    for piece in code_cells(student_source):
+        add('code', MARKER_LINE + '\n' + piece, deletable=False,
+            **{META: {'graded': True, 'file': submission_file}})
+    add('markdown', '## Public tests\n\nEach cell runs one public test on the functions '
+        'defined above and prints its feedback line.', **locked)
     for name, points in public_tests:
         add('code', "public_test(%r, %r, globals())  # %g point%s" % (
             assignment, name, points, '' if points == 1 else 's'), **locked)

@@ -143,6 +143,7 @@ def test_public_test_cells_run_in_jupyter(dist, tmp_path, monkeypatch):
 
 PUBLIC_CELLS = """
 import os, runpy, sys
+import utils  # as the notebook's set-up cell does, before the answers import MXNet
 from assignments import grade, notebooks
 out, name = sys.argv[1:]
 tests = grade.read_tests(os.path.join(out, 'student', 'assignments', name))
