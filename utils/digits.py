@@ -8,6 +8,8 @@ recognition of handwritten digits) ships inside scikit-learn's wheel, so it need
 MNIST's 28x28 digits, which the text's mnist-transfer-cnn example uses, ship in no package the
 project installs.
 """
+import warnings
+
 import numpy as np
 
 from .errors import UserError
@@ -20,7 +22,10 @@ def load_digits():
     except ImportError:
         raise UserError('scikit-learn is not installed, and its digits data set comes with it: '
                         '`make venv` installs it, or `pip install scikit-learn`') from None
-    digits = sklearn_digits()
+    with warnings.catch_warnings():
+        # scikit-learn 1.7 sets an array's shape, which numpy 2.5 deprecates: not ours to fix
+        warnings.simplefilter('ignore', DeprecationWarning)
+        digits = sklearn_digits()
     images = (digits.images[:, None, :, :] / 16.0).astype(np.float32)
     return images, digits.target.astype(np.int64)
 
