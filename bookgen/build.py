@@ -284,7 +284,8 @@ def run_facts(chapter, facts):
     return ('<p class="run-facts">The outputs below come from running this page\'s cells with '
             '<code>%s</code> (the notebook form of <code>python -m chapters.%s %s</code>) on '
             '%s, Python %s, OMP_NUM_THREADS=%s, load average %s before it started: wall time '
-            '%.1f s, %s.</p>'
+            '%.1f s, %s. Its figures are shown in place: the <code>--out</code> folder it names '
+            'was a temporary one.</p>'
             % (html.escape(facts['settings']), chapter, html.escape(facts['settings']),
                html.escape(facts['machine']), facts['python'], facts['omp_num_threads'], load,
                facts['wall_seconds'], facts['date']))

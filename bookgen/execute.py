@@ -122,6 +122,7 @@ def execute(chapter, settings=SETTINGS, timeout=3600, source=None):
                                             % (chapter, index + 1, len(nb.cells),
                                                shown_path(source), where, first,
                                                ' '.join(what.split())[:300]))
+                threads = kernel_omp_threads(client)
         finally:
             for k, v in env_before.items():
                 if v is None:
@@ -129,11 +130,25 @@ def execute(chapter, settings=SETTINGS, timeout=3600, source=None):
                 else:
                     os.environ[k] = v
     facts = {'settings': settings, 'machine': machine(), 'python': platform.python_version(),
-             'omp_num_threads': os.environ.get('OMP_NUM_THREADS', 'unset'),
+             'omp_num_threads': threads,
              'load_before': [round(x, 2) for x in load],
              'wall_seconds': round(time.time() - start, 1),
              'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
     return nb, facts
+
+
+def kernel_omp_threads(client):
+    """OMP_NUM_THREADS as the chapter's kernel had it at the end (utils sets it when the
+    builder's environment does not), read by running one line in that kernel."""
+    probe = nbformat.v4.new_code_cell("import os; print(os.environ.get('OMP_NUM_THREADS', 'unset'))")
+    cells = client.nb.cells
+    cells.append(probe)  # nbclient addresses a cell by its index in the notebook
+    try:
+        client.execute_cell(probe, len(cells) - 1, store_history=False)
+    finally:
+        cells.pop()
+    text = ''.join(o.get('text', '') for o in probe.outputs if o.get('output_type') == 'stream')
+    return text.strip() or 'unknown'
 
 
 def cached(chapter, cache_dir, settings=SETTINGS, versions=None, source=None):

@@ -87,6 +87,21 @@ def clean_stream(text):
     return '\n'.join(line.rsplit('\r', 1)[-1] for line in text.split('\n'))
 
 
+def joined_streams(outputs):
+    """Consecutive prints to the same stream as one output, as Jupyter shows them (a chapter's
+    training loop prints line by line; a box per line would space the lines apart)."""
+    joined = []
+    for output in outputs:
+        previous = joined[-1] if joined else None
+        if (previous is not None and output.get('output_type') == 'stream'
+                and previous.get('output_type') == 'stream'
+                and previous.get('name') == output.get('name')):
+            joined[-1] = dict(previous, text=previous.get('text', '') + output.get('text', ''))
+        else:
+            joined.append(output)
+    return joined
+
+
 def png_size(data):
     if data[:8] == b'\x89PNG\r\n\x1a\n':
         return struct.unpack('>II', data[16:24])
@@ -205,7 +220,7 @@ class Site:
             out = ['<div class="cell">', '<div class="input">',
                    highlight(cell.source, PythonLexer(), FORMATTER), '</div>']
             rendered = [self.output(page, o, index, n, figures_dir, figures_url)
-                        for n, o in enumerate(cell.get('outputs', []))]
+                        for n, o in enumerate(joined_streams(cell.get('outputs', [])))]
             rendered = [r for r in rendered if r]
             if rendered:
                 out += ['<div class="outputs">'] + rendered + ['</div>']

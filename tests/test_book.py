@@ -3,6 +3,7 @@ file:// and over HTTP): no console error, no request outside the book, images de
 and anchors resolving, search, the chapter's printed lines on its page, Chinese titles drawn
 as glyphs. The cache, a failing chapter and a wrong chapter name without a browser."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ import pytest
 from tests.conftest import ROOT
 
 pytest.importorskip('markdown_it')
-from bookgen import build, check, execute  # noqa: E402
+from bookgen import build, check, execute, render  # noqa: E402
 from bookgen.cdp import INSTALL_HINT, Browser, find_chromium  # noqa: E402
 
 CHAPTER = 'train_basics'
@@ -68,10 +69,30 @@ def test_the_chapter_page_holds_cells_outputs_and_figures(small_book):
     figures = sorted(os.listdir(str(book / '_figures' / CHAPTER)))
     assert figures and all(f.endswith('.png') for f in figures)
     assert 'with <code>--quick --no-progress</code>' in page and 'wall time' in page
+    # the thread count the chapter's kernel ran with (utils sets it when the builder did not)
+    assert re.search(r'OMP_NUM_THREADS=[0-9]+,', page), page[:3000]
+    # the last cell ends the run; it shows no metrics dict as its value
+    last = [c for c in nb.cells if c.cell_type == 'code'][-1]
+    assert 'run.finish()' in last.source
+    assert 'execute_result' not in [o.output_type for o in last.outputs], last.outputs
     # the chapters the build left out are named on the index, not linked
     index = (book / 'index.html').read_text(encoding='utf-8')
     assert '<code>fine_tuning</code> (not in this build)' in index
     assert 'href="%s.html"' % CHAPTER in index
+
+
+def test_consecutive_prints_are_one_output_as_in_jupyter():
+    outputs = [nbformat.v4.new_output('stream', name='stdout', text='Epoch 1\n'),
+               nbformat.v4.new_output('stream', name='stdout', text='Epoch 2\n'),
+               nbformat.v4.new_output('stream', name='stderr', text='warning\n'),
+               nbformat.v4.new_output('stream', name='stdout', text='done\n'),
+               nbformat.v4.new_output('execute_result', data={'text/plain': '3'}),
+               nbformat.v4.new_output('stream', name='stdout', text='after\n')]
+    joined = render.joined_streams(outputs)
+    assert [(o.get('name'), o.get('text')) for o in joined] == [
+        ('stdout', 'Epoch 1\nEpoch 2\n'), ('stderr', 'warning\n'), ('stdout', 'done\n'),
+        (None, None), ('stdout', 'after\n')]
+    assert outputs[0]['text'] == 'Epoch 1\n'  # the executed notebook is left as it was
 
 
 def test_cache_key_follows_source_settings_and_versions(tmp_path):

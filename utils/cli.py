@@ -396,10 +396,11 @@ class Run:
         return os.path.join(self.args.out, name)
 
     def finish(self):
+        """Say where the figures are and the wall time; write the metrics when asked. Returns
+        nothing: a notebook's last cell would otherwise show the whole metrics dict."""
         self.metrics['wall_seconds'] = round(time.time() - self.start, 1)
         print('Figures in %s; wall time %.1f sec'
               % (os.path.abspath(self.args.out), self.metrics['wall_seconds']))
         if self.args.metrics_json:
             write_json(self.args.metrics_json, self.metrics)
             print('Metrics written to %s' % self.args.metrics_json)
-        return self.metrics
