@@ -140,7 +140,8 @@ def execute(chapter, settings=SETTINGS, timeout=3600, source=None):
 def kernel_omp_threads(client):
     """OMP_NUM_THREADS as the chapter's kernel had it at the end (utils sets it when the
     builder's environment does not), read by running one line in that kernel."""
-    probe = nbformat.v4.new_code_cell("import os; print(os.environ.get('OMP_NUM_THREADS', 'unset'))")
+    probe = nbformat.v4.new_code_cell(
+        "import os; print(os.environ.get('OMP_NUM_THREADS', 'unset'))")
     cells = client.nb.cells
     cells.append(probe)  # nbclient addresses a cell by its index in the notebook
     try:
