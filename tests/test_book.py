@@ -134,6 +134,27 @@ def test_a_failing_chapter_fails_the_build_in_one_line_and_keeps_the_book(
     assert not [p for p in os.listdir(str(book.parent)) if p.startswith('.book-')]
 
 
+def test_a_second_build_waits_for_the_first_then_uses_its_cache(small_book, tmp_path):
+    fcntl = pytest.importorskip('fcntl')
+    fd = os.open(str(small_book['cache'] / 'lock'), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a build in progress
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'bookgen.build', '--out', str(tmp_path / 'book'), '--cache',
+             str(small_book['cache']), '--chapters', CHAPTER], cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, universal_newlines=True)
+        assert proc.stdout.readline().startswith('book: another build is using ')
+        time.sleep(1)
+        assert proc.poll() is None and not (tmp_path / 'book').exists()  # still waiting
+    finally:
+        os.close(fd)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert '[1/1] %s: cached (executed ' % CHAPTER in out
+    assert (tmp_path / 'book' / (CHAPTER + '.html')).exists()
+
+
 def test_an_unknown_chapter_is_one_line(tmp_path):
     proc, _ = make_book(tmp_path / 'book', tmp_path / 'cache', '--chapters', 'fine_tunning')
     assert proc.returncode == 2 and not (tmp_path / 'book').exists()
