@@ -21,7 +21,10 @@
 # `--quick` (12000 scenes, offline MobileNetV2) took 149-152 s wall and 154-157 CPU seconds
 # with one thread (OMP_NUM_THREADS=1, seeds 0-3) on a 2-core machine where it was the only
 # busy process (load 1), and 94 s with the default two threads on the idle machine (seed 0:
-# shape accuracy 0.970, mean IoU 0.711); the numbers are in "Settings" and "Evaluation" below.
+# shape accuracy 0.970, mean IoU 0.711). Since the frozen base runs 16 scenes at a time (to
+# keep the peak memory low), seed 0 with two threads ends at 0.975 and 0.696, in 165 s on a
+# quiet machine of another day (`benchmarks/README.md`); the numbers are in "Settings" and
+# "Evaluation" below.
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
