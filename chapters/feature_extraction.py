@@ -326,12 +326,12 @@ print('Seconds per head epoch (%d images): cached features %.4f, recomputing the
 # ### Learning curves of feature extraction
 #
 # The text's figure after phase 1: training and validation accuracy and loss, the base used
-# as a fixed feature extractor. Its note: the validation metrics can beat the training ones,
-# mainly because dropout is active in training only, and also because a training metric is
-# the mean over an epoch while the validation metric is measured after it, on a model that
-# trained a little longer. The quick run on the faces shows it too (seed 0: at epoch 20
-# training accuracy 0.781, validation 0.812; the validation loss below the training loss in
-# every printed epoch).
+# as a fixed feature extractor. Its note gives one reason, "to a lesser extent", why the
+# validation metrics can beat the training ones: a training metric is the mean over an epoch
+# while the validation metric is measured after it, on a model that trained a little longer.
+# (The text gives no main reason; dropout, active in training only, is one.) The quick run on
+# the faces shows it too (seed 0: at epoch 20 training accuracy 0.781, validation 0.812; the
+# validation loss below the training loss in every printed epoch).
 
 
 # %%

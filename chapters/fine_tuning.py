@@ -75,7 +75,7 @@ utils.seed_everything(args.seed)
 # %% [markdown]
 # ## Getting the data
 #
-# The hotdog data set has 1400 pictures of hot dogs and as many of other food, scraped from
+# The hotdog data set has 1400 pictures of hot dogs and as many others, mostly food, scraped from
 # the web; 1000 of each class are for training and the rest for testing. `hotdog_or_faces`
 # downloads `hotdog.zip` through `utils.download` (mirrors tried in turn, sha1 checked before
 # the file takes its name) and extracts it to `data/hotdog`. With `--per-class N` it keeps N

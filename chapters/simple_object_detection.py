@@ -51,7 +51,7 @@ from utils.scenes import CANVAS_SIZE, make_scenes
 # %% [markdown]
 # ## Settings
 #
-# The text (5.2) trains its hosted model with `yarn train --numExamples 20000
+# The text (5.2) trains a model with `yarn train --numExamples 20000
 # --initialTransferEpochs 100 --fineTuningEpochs 200`: 20000 scenes, 100 + 200 epochs. The
 # example's train.js, run without those flags, defaults to 2000 scenes and 100 + 100 epochs;
 # without `--quick` this chapter takes those defaults (2000 scenes, 224 px, the Flatten head,
@@ -135,7 +135,7 @@ training = args.predict is None
 run = utils.Run(args, 'simple_object_detection')
 ctx = utils.parse_devices(args.devices)
 utils.seed_everything(args.seed)
-# The text's hosted model (5.2: `yarn train --numExamples 20000 ...`) and listing 5.11.
+# The text's training command (5.2: `yarn train --numExamples 20000 ...`) and listing 5.11.
 TEXT_SETTINGS = dict(num_examples=20000, initial_epochs=100, fine_tuning_epochs=200,
                      input_size=224, head='text', lr1=5e-3, lr2=2e-3)
 
