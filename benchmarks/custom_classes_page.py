@@ -75,21 +75,28 @@ def segment_frames(seconds=SEGMENT_SECONDS, fps=FPS, width=160, height=120, seed
 
 # %% The server
 
-def start_server(out, *extra):
-    """`python -m chapters.custom_classes --serve 0 ...` in its own process: (process, url)."""
+def start_server(out, *extra, timeout=120):
+    """`python -m chapters.custom_classes --serve 0 ...` in its own process, its output in
+    OUT.log (a file, not a pipe nobody reads): (process, url)."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, '-m', 'chapters.custom_classes', '--serve', '0',
-                             '--out', str(out), '--no-progress'] + list(extra), cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        found = re.search(r'(http://127\.0\.0\.1:\d+/)', line)
+    log_path = str(out) + '.log'
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen([sys.executable, '-m', 'chapters.custom_classes', '--serve',
+                                 '0', '--out', str(out), '--no-progress'] + list(extra),
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(log_path) as log:
+            found = re.search(r'(http://127\.0\.0\.1:\d+/)', log.read())
         if found:
             return proc, found.group(1)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
     proc.wait()
-    raise RuntimeError('the server did not start:\n' + ''.join(seen))
+    with open(log_path) as log:
+        raise RuntimeError('the server did not start:\n' + log.read())
 
 
 def api(url, path, body=None):

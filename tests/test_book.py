@@ -13,11 +13,11 @@ import urllib.parse
 import nbformat
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, chromium_or_skip
 
 pytest.importorskip('markdown_it')
 from bookgen import build, check, execute, render  # noqa: E402
-from bookgen.cdp import INSTALL_HINT, Browser, find_chromium  # noqa: E402
+from bookgen.cdp import Browser  # noqa: E402
 
 CHAPTER = 'train_basics'
 
@@ -164,10 +164,7 @@ def test_an_unknown_chapter_is_one_line(tmp_path):
 
 @pytest.fixture(scope='module')
 def browser():
-    if not find_chromium():
-        if os.environ.get('GLUON_TRANSFER_REQUIRE_BROWSER'):
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+    chromium_or_skip()
     with Browser() as b:
         yield b
 
