@@ -1,18 +1,18 @@
 """The custom-classes page driven end to end in headless Chromium with a camera made from a
 video file: the time of every step, and optionally a screenshot.
 
-    python -m benchmarks.custom_classes_page [--video FILE.y4m] [--epochs 8]
-        [--image-size 64] [--screenshot docs/images/custom_classes_page.png]
+    python -m benchmarks.custom_classes_page [--camera colours|photos] [--epochs 20]
+        [--image-size 224] [--screenshot docs/images/custom_classes_page.png]
 
-Without --video a video of three segments is generated (a red, a green and a blue field, each
-with a white disc and bar at new places in every frame, 2 s each at 10 fps; Chromium plays it
-in a loop). The script starts `python -m chapters.custom_classes --serve 0`, opens the page
-with Chromium's fake camera playing the video, holds each class's button while its segment
-plays, trains, and reads the live predictions against the segment shown; it prints the
-seconds of each step and how many predictions matched. tests/test_custom_classes_page.py runs
-the same steps. A --video of your own (a .y4m or .mjpeg file, what Chromium's fake camera
-plays) is shown as the camera but its classes are unknown: the buttons are pressed one after
-another for --hold seconds each while it plays.
+The camera plays a generated video of three segments in a loop: `colours`, a red, a green and
+a blue field with a white disc and a dark bar at new places in every frame (2 s each at
+10 fps); `photos`, scikit-image's photos of a cat, a cup and a rocket as a hand-held camera
+would see them (3 s each). The script starts `python -m chapters.custom_classes --serve 0`,
+opens the page with Chromium's fake camera playing the video (a .y4m file), names the
+classes, holds each class's button while its segment plays, trains, and reads the live
+predictions against the segment shown (the nearest of the segments' mean 4x3 thumbnails).
+It prints the seconds of each step and how many predictions matched.
+tests/test_custom_classes_page.py drives the page with the same functions.
 """
 import argparse
 import json
@@ -73,6 +73,41 @@ def segment_frames(seconds=SEGMENT_SECONDS, fps=FPS, width=160, height=120, seed
     return frames
 
 
+PHOTOS = ('chelsea', 'coffee', 'rocket')  # scikit-image's sample photos: a cat, a cup, a rocket
+
+
+def photo_frames(seconds=3, fps=FPS, width=320, height=240, seed=0):
+    """A camera-like video of three photos, one segment each: the view drifts and zooms a
+    little, the light changes, the sensor adds noise."""
+    import cv2
+    import skimage.data
+    rng = np.random.RandomState(seed)
+    frames = []
+    for name in PHOTOS:
+        photo = getattr(skimage.data, name)()[:, :, :3]
+        h, w = photo.shape[:2]
+        x, y, zoom = 0.5, 0.5, 0.85
+        for _ in range(seconds * fps):
+            x, y = np.clip([x + rng.normal(0, 0.03), y + rng.normal(0, 0.03)], 0.3, 0.7)
+            zoom = float(np.clip(zoom + rng.normal(0, 0.02), 0.7, 0.95))
+            ch = int(min(h, w * height / width) * zoom)
+            cw = int(ch * width / height)
+            top, left = int((h - ch) * y), int((w - cw) * x)
+            view = cv2.resize(photo[top:top + ch, left:left + cw], (width, height),
+                              interpolation=cv2.INTER_AREA).astype(np.float32)
+            view = view * rng.uniform(0.85, 1.15) + rng.normal(0, 4, view.shape)
+            frames.append(np.clip(view, 0, 255).astype(np.uint8))
+    return frames
+
+
+def thumbnails(frames, segments=3):
+    """The mean 4x3 thumbnail of each segment: what segment_shown compares the camera with."""
+    import cv2
+    small = np.array([cv2.resize(f, (4, 3), interpolation=cv2.INTER_AREA) for f in frames],
+                     np.float32)
+    return small.reshape(segments, -1, 3, 4, 3).mean(axis=1)
+
+
 # %% The server
 
 def start_server(out, *extra, timeout=120):
@@ -118,21 +153,26 @@ def camera_flags(video):
             'no-user-gesture-required']
 
 
-COLOUR_JS = '''(() => {
+THUMBNAIL_JS = '''(() => {
   const v = document.getElementById('video');
   if (!v.videoWidth) return null;
   const c = document.createElement('canvas');
-  c.width = c.height = 1;
+  c.width = 4;
+  c.height = 3;
   const g = c.getContext('2d');
-  g.drawImage(v, 0, 0, 6, 6, 0, 0, 1, 1);
-  return Array.from(g.getImageData(0, 0, 1, 1).data.slice(0, 3));
+  g.drawImage(v, 0, 0, 4, 3);
+  return Array.from(g.getImageData(0, 0, 4, 3).data).filter((_, i) => i % 4 < 3);
 })()'''
 
 
-def segment_shown(page):
-    """The index of the segment the camera shows (its corner's strongest channel), or None."""
-    rgb = page.evaluate(COLOUR_JS)
-    return None if rgb is None else int(np.argmax(rgb))
+def segment_shown(page, references):
+    """The index of the segment the camera shows: the nearest of the segments' mean 4x3
+    thumbnails (`thumbnails`), or None before the camera plays."""
+    small = page.evaluate(THUMBNAIL_JS)
+    if small is None:
+        return None
+    small = np.array(small, np.float32).reshape(3, 4, 3)
+    return int(np.argmin([np.abs(small - ref).mean() for ref in references]))
 
 
 def wait_until(page, expression, timeout=30, every=0.05):
@@ -170,14 +210,14 @@ def add_button(i):
     return '#classes .class:nth-child(%d) button' % (i + 1)
 
 
-def hold_during_segments(page, start_after=0.3, hold=1.2, timeout=30):
+def hold_during_segments(page, references, start_after=0.3, hold=1.2, timeout=30):
     """Hold class i's button inside segment i for `hold` seconds, from `start_after` seconds
     after the segment begins, for the three segments as they come. Returns the segments
     seen at each release (all the same as the one held, or the video moved on meanwhile)."""
     deadline = time.time() + timeout
-    last, held = segment_shown(page), {}
+    last, held = segment_shown(page, references), {}
     while len(held) < len(COLOURS):
-        shown = segment_shown(page)
+        shown = segment_shown(page, references)
         if time.time() > deadline:
             raise TimeoutError('the camera showed no new segment for %d s' % timeout)
         if shown is None or shown == last or shown in held:
@@ -190,19 +230,10 @@ def hold_during_segments(page, start_after=0.3, hold=1.2, timeout=30):
         mouse(page, 'mouseMoved', x, y)
         mouse(page, 'mousePressed', x, y)
         time.sleep(hold)
-        after = segment_shown(page)
+        after = segment_shown(page, references)
         mouse(page, 'mouseReleased', x, y)
         held[shown] = after
     return held
-
-
-def hold_one_after_another(page, hold):
-    for i in range(len(COLOURS)):
-        x, y = centre(page, add_button(i))
-        mouse(page, 'mouseMoved', x, y)
-        mouse(page, 'mousePressed', x, y)
-        time.sleep(hold)
-        mouse(page, 'mouseReleased', x, y)
 
 
 WATCH_TRAINING_JS = '''(() => {
@@ -225,66 +256,76 @@ PREDICTION_JS = '''(() => {
 })()'''
 
 
-def predictions_against_segments(page, seconds):
+def predictions_against_segments(page, references, seconds):
     """For `seconds`: (segment shown, class marked) for predictions whose frame was taken
     while one segment was shown from before to after (the segment read, two predictions
     awaited so the second's frame comes after the read, the segment read again)."""
     pairs, deadline = [], time.time() + seconds
     while time.time() < deadline:
-        before, count = segment_shown(page), page.evaluate(PREDICTION_JS)['count']
+        before = segment_shown(page, references)
+        count = page.evaluate(PREDICTION_JS)['count']
         wait_until(page, 'Number(document.getElementById("predictions").dataset.count || 0)'
                    ' >= %d' % (count + 2), timeout=30, every=0.02)
         now = page.evaluate(PREDICTION_JS)
-        after = segment_shown(page)
+        after = segment_shown(page, references)
         if before == after and len(now['marked']) == 1:
             pairs.append((before, now['marked'][0]))
     return pairs
 
 
-def message(page):
-    return page.evaluate('document.getElementById("message").hidden ? "" : '
-                         'document.getElementById("message").textContent')
+def rename(page, names):
+    """Type new class names into the page's boxes (each box's change event)."""
+    page.evaluate('''(() => { const names = %s;
+        document.querySelectorAll("#classes input").forEach((box, i) => {
+            box.value = names[i]; box.dispatchEvent(new Event("change")); }); })()'''
+                  % json.dumps(names))
 
 
-def run(video, out, epochs, image_size, hold, screenshot=None, say=print):
-    """The whole flow; returns {step: seconds} and the checks' figures."""
+def run(frames, names, out, epochs, image_size, hold, screenshot=None, say=print):
+    """The whole flow on a camera playing `frames`; returns the seconds of each step and
+    what was seen."""
     times, start = {}, time.time()
 
     def step(name, since):
         times[name] = round(time.time() - since, 2)
-        say('%-34s %6.2f s' % (name, times[name]))
+        say('%-40s %6.2f s' % (name, times[name]))
         return time.time()
 
+    video = write_y4m(str(out) + '-camera.y4m', frames, FPS)
+    references = thumbnails(frames)
     proc, url = start_server(out, '--image-size', str(image_size), '--epochs', str(epochs))
     try:
         t = step('server up', start)
         with Browser(flags=camera_flags(video), timeout=60) as browser:
-            page = browser.page(width=1000, height=720)
+            page = browser.page(width=1000, height=580)
             page.goto(url)
             wait_until(page, 'document.getElementById("video").videoWidth > 0')
-            t = step('browser up, camera on', t)
-            if video_is_generated(video):
-                held = hold_during_segments(page, hold=hold)
+            rename(page, names)
+            for _ in range(200):
+                if api(url, 'api/state')[1]['classes'] == names:
+                    break
+                time.sleep(0.05)
             else:
-                held = None
-                hold_one_after_another(page, hold)
-            status, state = api(url, 'api/state')
-            t = step('pictures added %s' % state['counts'], t)
+                raise RuntimeError('the page did not rename the classes to %s' % names)
+            t = step('browser up, camera on, classes named', t)
+            held = hold_during_segments(page, references, hold=hold)
+            time.sleep(0.3)  # the last uploads
+            counts = api(url, 'api/state')[1]['counts']
+            t = step('pictures added %s' % counts, t)
             page.evaluate(WATCH_TRAINING_JS)
             click(page, '#train')
             wait_until(page, 'document.getElementById("predictions").dataset.count >= 1',
                        timeout=300)
-            t = step('trained, first prediction', t)
-            pairs = predictions_against_segments(page, 2 * SEGMENT_SECONDS * len(COLOURS)
-                                                 if held else 3)
+            t = step('trained %d epochs, first prediction' % epochs, t)
+            pairs = predictions_against_segments(page, references,
+                                                 len(frames) / FPS + 1)
             agree = sum(shown == marked for shown, marked in pairs)
             t = step('%d of %d predictions agree' % (agree, len(pairs)), t)
             if screenshot:
                 with open(screenshot, 'wb') as f:
                     f.write(page.screenshot())
-            result = {'times': times, 'counts': state['counts'], 'held': held, 'pairs': pairs,
-                      'seen_training': page.evaluate('window.seenTraining'),
-                      'errors': page.errors(), 'requests': page.requests(), 'url': url}
+            result = {'times': times, 'counts': counts, 'held': held, 'pairs': pairs,
+                      'errors': page.errors(), 'url': url}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -292,25 +333,26 @@ def run(video, out, epochs, image_size, hold, screenshot=None, say=print):
     return result
 
 
-def video_is_generated(video):
-    return os.path.basename(str(video)).startswith('segments')
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--video', help='a .y4m or .mjpeg file to use as the camera')
-    parser.add_argument('--epochs', type=int, default=8)
-    parser.add_argument('--image-size', type=int, default=64)
+    parser.add_argument('--camera', choices=('colours', 'photos'), default='colours',
+                        help='colours: red, green, blue fields, 2 s each; photos: three '
+                             'photos seen by a moving camera, 3 s each')
+    parser.add_argument('--epochs', type=int, default=20)
+    parser.add_argument('--image-size', type=int, default=224)
     parser.add_argument('--hold', type=float, default=1.2,
                         help='seconds each class button is held')
     parser.add_argument('--screenshot', help='save the page, after training, as this PNG')
     args = parser.parse_args(argv)
+    if args.camera == 'photos':
+        frames, names = photo_frames(), ['cat', 'cup', 'rocket']
+    else:
+        frames, names = segment_frames(), list(COLOURS)
+    print('load average %.2f %.2f %.2f; OMP_NUM_THREADS=%s' % (
+        os.getloadavg() + (os.environ.get('OMP_NUM_THREADS'),)))
     with tempfile.TemporaryDirectory(prefix='page-') as tmp:
-        video = args.video or write_y4m(os.path.join(tmp, 'segments.y4m'), segment_frames(),
-                                        FPS)
-        print('load average %.2f %.2f %.2f' % os.getloadavg())
-        result = run(os.path.abspath(video), os.path.join(tmp, 'out'), args.epochs,
-                     args.image_size, args.hold, args.screenshot)
+        result = run(frames, names, os.path.join(tmp, 'out'), args.epochs, args.image_size,
+                     args.hold, args.screenshot)
     load = os.getloadavg()
     print('total %.2f s; load average %.2f %.2f %.2f' % ((result['times']['total'],) + load))
     if result['errors']:

@@ -171,8 +171,10 @@ def test_a_port_in_use_is_one_line():
 
 @pytest.fixture(scope='module')
 def two_second_segments(tmp_path_factory):
+    """The camera's video (red, green, blue, 2 s each) and the segments' mean thumbnails."""
     path = tmp_path_factory.mktemp('camera') / 'segments.y4m'
-    return str(driver.write_y4m(path, driver.segment_frames(seconds=2), driver.FPS))
+    frames = driver.segment_frames(seconds=2)
+    return str(driver.write_y4m(path, frames, driver.FPS)), driver.thumbnails(frames)
 
 
 REFUSE_CAMERA = ("navigator.mediaDevices.getUserMedia = () => Promise.reject("
@@ -181,11 +183,12 @@ REFUSE_CAMERA = ("navigator.mediaDevices.getUserMedia = () => Promise.reject("
 
 def test_the_page_in_chromium(tmp_path, capsys, two_second_segments):
     chromium_or_skip()
+    video, references = two_second_segments
     epochs, model_file = 20, tmp_path / 'model.zip'  # the text's 20 epochs take ~1 s here
     proc, url = driver.start_server(tmp_path / 'out', '--image-size', '64', '--epochs', '3',
                                     '--model-file', str(model_file))
     try:
-        with Browser(flags=driver.camera_flags(two_second_segments), timeout=60) as browser:
+        with Browser(flags=driver.camera_flags(video), timeout=60) as browser:
             page = browser.page(width=1000, height=720)
             page.goto(url)
             driver.wait_until(page, 'document.getElementById("video").videoWidth > 0')
@@ -210,7 +213,7 @@ def test_the_page_in_chromium(tmp_path, capsys, two_second_segments):
             assert classes == ['red', 'paper', 'scissors']
 
             # each button held while its segment plays
-            held = driver.hold_during_segments(page)
+            held = driver.hold_during_segments(page, references)
             assert held == {0: 0, 1: 1, 2: 2}  # released before the segment ended
             counts = driver.api(url, 'api/state')[1]['counts']
             assert min(counts) >= 3, counts
@@ -237,7 +240,7 @@ def test_the_page_in_chromium(tmp_path, capsys, two_second_segments):
             assert training['state'] == 'trained' and training['batches'] == epochs * batches
 
             # the live prediction follows the segments
-            pairs = driver.predictions_against_segments(page, 7)
+            pairs = driver.predictions_against_segments(page, references, 7)
             assert {shown for shown, _ in pairs} == {0, 1, 2}, pairs
             assert [p for p in pairs if p[0] != p[1]] == [], pairs
             assert page.errors() == []

@@ -193,14 +193,25 @@ async function addPicture(i) {
   }
 }
 
-async function rename() {
-  const names = rows().map((row) => row.querySelector('input').value);
-  try {
-    state = await api('POST', '/api/classes', JSON.stringify({names}));
-  } catch (err) {
-    fail(err);
-  }
-  rows().forEach((row, i) => { row.querySelector('input').value = state.classes[i]; });
+// One rename at a time, each sending the boxes as they are then: answers that overtook one
+// another would leave the server with older names than the boxes show.
+let renaming = Promise.resolve();
+
+function rename() {
+  renaming = renaming.then(async () => {
+    const names = rows().map((row) => row.querySelector('input').value);
+    let failed = false;
+    try {
+      state = await api('POST', '/api/classes', JSON.stringify({names}));
+    } catch (err) {
+      fail(err);
+      failed = true;
+    }
+    rows().forEach((row, i) => {
+      const box = row.querySelector('input');
+      if (failed || box !== document.activeElement) box.value = state.classes[i];
+    });
+  });
 }
 
 function updateButtons() {
@@ -244,7 +255,8 @@ async function pollTraining() {
   lossesRead += reply.losses.length;
   if (reply.losses.length) {
     const [epoch, batch, loss] = reply.losses[reply.losses.length - 1];
-    $('loss').textContent = 'Loss: ' + loss.toFixed(5) + ' (epoch ' + (epoch + 1) + ' of ' +
+    // Math.max: a loss is never below 0, but float rounding can give -1e-8 ("-0.00000")
+    $('loss').textContent = 'Loss: ' + Math.max(loss, 0).toFixed(5) + ' (epoch ' + (epoch + 1) + ' of ' +
       reply.epochs + ', batch ' + (batch + 1) + ')';
   }
   if (reply.state === 'training') {
