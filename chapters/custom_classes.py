@@ -191,11 +191,13 @@ def load_model(path):
 # of two ways:
 #
 # - **a time range per class**, `--ranges 0-2,2-4,4-6`: seconds, in the order of `--classes`.
-#   From each range, up to `--per-class` frames spread evenly over it (for each of that many
-#   evenly spaced instants, the first frame at or after it). A video's seconds are frame
-#   number / frame rate; a camera's count from its first frame, and the class to show is
-#   printed when its range begins (leave gaps to change hands: 2-5,7-10,12-15). A video file
-#   without `--ranges` is cut into equal parts, one per class, in the order of `--classes`.
+#   From each range, up to `--per-class` frames spread evenly over it. A video's frames are
+#   picked by number (frame n shows at n / frame rate), in integers, so equal ranges give equal
+#   counts: instants k * 0.1 s would not, as 3 * 0.1 is 0.30000000000000004, just after frame
+#   3. A camera's seconds count from its first frame: for each of `--per-class` evenly spaced
+#   instants, the first frame at or after it; the class to show is printed when its range
+#   begins (leave gaps to change hands: 2-5,7-10,12-15). A video file without `--ranges` is cut
+#   into equal parts, one per class, in the order of `--classes`.
 # - **key presses**, for a camera without `--ranges`: a window shows the camera, a class's
 #   number key adds the picture shown (held down, a burst) and q ends. Without a display there
 #   is no window: give `--ranges`.

@@ -95,6 +95,25 @@ def test_consecutive_prints_are_one_output_as_in_jupyter():
     assert outputs[0]['text'] == 'Epoch 1\n'  # the executed notebook is left as it was
 
 
+def test_a_repository_image_in_markdown_is_copied_into_the_book(tmp_path):
+    repo, book = tmp_path / 'repo', tmp_path / 'book'
+    (repo / 'docs' / 'images').mkdir(parents=True)
+    (repo / 'docs' / 'images' / 'page.png').write_bytes(b'\x89PNG picture')
+    site = render.Site({}, str(repo))
+    chapter = render.Page('custom_classes.html', 'chapters/custom_classes.py')
+    site.markdown(chapter, '![the page](../docs/images/page.png) ![gone](../docs/none.png) '
+                           '![far](https://example.invalid/x.png)')
+    doc = render.Page('docs/book.html', 'docs/book.md')
+    site.markdown(doc, '![again](images/page.png)')
+    assert '<img src="docs/images/page.png" alt="the page" />' in chapter.parts[-1]
+    assert 'src="../docs/none.png"' in chapter.parts[-1]  # left for the check to report
+    assert 'src="https://example.invalid/x.png"' in chapter.parts[-1]
+    assert '<img src="images/page.png" alt="again" />' in doc.parts[-1]
+    site.copy_images(str(book))
+    assert (book / 'docs' / 'images' / 'page.png').read_bytes() == b'\x89PNG picture'
+    assert sorted(os.listdir(str(book))) == ['docs']
+
+
 def test_cache_key_follows_source_settings_and_versions(tmp_path):
     versions = ['mxnet==1.9.1', 'numpy==1.23.5']
     key = execute.cache_key(CHAPTER, versions=versions)

@@ -6,7 +6,8 @@
     write_class_folders('pics', {'rock': [...], 'paper': [...]})  # pics/rock/0000.png ...
 
 A frame's time is its index divided by the frame rate for a file (so a run gives the same
-frames every time), and the seconds since the first frame for a camera. The folder written is
+frames every time, and a file's frames are chosen by number, in integers), and the seconds
+since the first frame for a camera. The folder written is
 the layout `utils.image_folder` reads: one sub-folder per class.
 """
 import argparse
