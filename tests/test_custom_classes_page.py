@@ -213,7 +213,7 @@ def test_the_page_in_chromium(tmp_path, capsys, two_second_segments):
             assert classes == ['red', 'paper', 'scissors']
 
             # each button held while its segment plays
-            held = driver.hold_during_segments(page, references)
+            held = driver.hold_during_segments(page, references, start_after=0.2, hold=1)
             assert held == {0: 0, 1: 1, 2: 2}  # released before the segment ended
             counts = driver.api(url, 'api/state')[1]['counts']
             assert min(counts) >= 3, counts
