@@ -501,8 +501,12 @@ elif args.predict:
 # back. What goes wrong is said on the page: no camera or the camera refused, a class without
 # pictures, a server that stopped, a model file for another number of classes.
 #
-# ![The page after training on a video camera: three classes with their pictures, the loss,
-# the predicted class marked](../docs/images/custom_classes_page.png)
+# ![The page after training, its camera playing a video of three photos: three classes with
+# their pictures, the loss, the predicted class marked](../docs/images/custom_classes_page.png)
+#
+# (The screenshot is made by `python -m benchmarks.custom_classes_page --camera photos
+# --screenshot docs/images/custom_classes_page.png`: headless Chromium, its camera a video of
+# scikit-image's photos of a cat, a cup and a rocket.)
 #
 # The page is three small files (utils/webcam_page_static/), the server is
 # `utils.webcam_page`; the model work is this chapter's functions, called by the server in
