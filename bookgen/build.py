@@ -225,7 +225,7 @@ def write_book(out_dir, readme, order, notebooks):
     routes.update({'chapters/%s.py' % c: '%s.html' % c for c in notebooks})
     extra = other_pages()
     routes.update(extra)
-    site = render.Site(routes)
+    site = render.Site(routes, ROOT)
     pages = []
 
     # chapters
@@ -290,6 +290,7 @@ def write_book(out_dir, readme, order, notebooks):
                     ' →' if kind == 'next' else '')
                 for kind, other, arrow in links)
         site.write(page, out_dir, sidebar, prevnext)
+    site.copy_images(out_dir)
     entries = [e for page in pages for e in site.search_entries(page)]
     render.write_static(out_dir, entries)
     manifest = {'chapters': [{'page': page.path, 'title': page.title,

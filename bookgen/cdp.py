@@ -42,7 +42,8 @@ class Browser:
     """One headless Chromium with a fresh profile; `page()` opens a tab. Use as a context
     manager: the process and its profile folder go away at the end."""
 
-    def __init__(self, executable=None, timeout=30):
+    def __init__(self, executable=None, timeout=30, flags=()):
+        """`flags`: more command-line flags, e.g. a fake camera for a test."""
         executable = executable or find_chromium()
         if not executable:
             raise BrowserError(INSTALL_HINT)
@@ -57,7 +58,7 @@ class Browser:
             os.dup2(high[1], 4)
 
         self.proc = subprocess.Popen(
-            [executable] + FLAGS + ['--user-data-dir=' + self.profile, 'about:blank'],
+            [executable] + FLAGS + list(flags) + ['--user-data-dir=' + self.profile, 'about:blank'],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             pass_fds=(3, 4), preexec_fn=plumb)
         os.close(to_browser_r)

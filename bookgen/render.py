@@ -138,10 +138,13 @@ class Site:
     """The book's pages: `routes` maps a repository path (README.md, docs/x.md,
     chapters/x.py, ...) to the page that renders it."""
 
-    def __init__(self, routes):
+    def __init__(self, routes, root=None):
         self.routes = routes
         self.md = markdown_parser()
         self.warnings = []
+        # repository files that markdown shows as images (![...](../docs/images/x.png)):
+        # copied into the book at the same path by copy_images
+        self.root, self.images = root, set()
 
     # -- links --------------------------------------------------------------------------
     def resolve(self, href, page):
@@ -159,6 +162,25 @@ class Site:
         url = posixpath.relpath(route, posixpath.dirname(page.path) or '.')
         return url + ('#' + fragment if fragment else '')
 
+    def image_src(self, src, page):
+        """The src an image of `page` gets in the book: a file of the repository is kept for
+        copy_images. Anything else (a URL, a missing file) is left as it is."""
+        if not src or SCHEME.match(src) or src.startswith('/') or self.root is None:
+            return src
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(page.source), src))
+        if target.startswith('../') or not os.path.isfile(os.path.join(self.root, target)):
+            return src
+        self.images.add(target)
+        return posixpath.relpath(target, posixpath.dirname(page.path) or '.')
+
+    def copy_images(self, out_dir):
+        for path in sorted(self.images):
+            os.makedirs(os.path.dirname(os.path.join(out_dir, path)), exist_ok=True)
+            with open(os.path.join(self.root, path), 'rb') as f:
+                data = f.read()
+            with open(os.path.join(out_dir, path), 'wb') as f:
+                f.write(data)
+
     def _rewrite_links(self, tokens, page):
         for token in tokens:
             if token.children:
@@ -174,6 +196,8 @@ class Site:
                 else:
                     token.attrSet('href', new)
                 opened.append(token)
+            elif token.type == 'image':
+                token.attrSet('src', self.image_src(token.attrGet('src'), page))
             elif token.type == 'link_close' and opened:
                 token.tag = opened.pop().tag
 

@@ -18,6 +18,7 @@
 #         [--source 0|VIDEO] [--ranges 0-2,2-4,4-6]                # collect, then train
 #     python -m chapters.custom_classes --predict PHOTO_OR_FOLDER ...
 #     python -m chapters.custom_classes --webcam [0|VIDEO]           # live, with OpenCV
+#     python -m chapters.custom_classes --serve [PORT]   # the text's page, in a browser
 #
 # `--quick` (90 demo pictures) took 16 s on 2 cores shared with other jobs (load 7,
 # OMP_NUM_THREADS=1); an idle machine is faster.
@@ -37,7 +38,7 @@ import numpy as np
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
-from utils import capture, opt
+from utils import capture, opt, webcam_page
 from utils.cli import PIXELS, fraction, image_path, readable_dir, writable_dir, writable_file
 from utils.datasets import IMAGE_SUFFIXES
 from utils.errors import UserError, one_line
@@ -46,8 +47,8 @@ from utils.files import write_json, zip_bundle_reader, zip_bundle_writer
 # %% [markdown]
 # ## Settings
 #
-# Without `--predict` or `--webcam` the chapter trains (a notebook always does); `--collect`
-# first collects the pictures it trains on.
+# Without `--predict`, `--webcam` or `--serve` the chapter trains (a notebook always does);
+# `--collect` first collects the pictures it trains on.
 
 # %%
 args = utils.settings(
@@ -63,7 +64,8 @@ args = utils.settings(
     collect=opt(None, 'first collect pictures of --classes from --source into this folder '
                       '(DIR/<class>/NNNN.png, after those there), then train on it',
                 metavar='DIR', type=writable_dir),
-    classes=opt(None, 'the classes to collect, comma-separated', metavar='rock,paper,...',
+    classes=opt(None, 'the classes to collect (or of the --serve page, default '
+                      'rock,paper,scissors), comma-separated', metavar='rock,paper,...',
                 type=capture.class_names),
     source=opt(0, 'what to collect from: a camera index or a video file', metavar='0|VIDEO',
                type=capture.video_source),
@@ -72,6 +74,10 @@ args = utils.settings(
                      'waits for key presses in its window)', type=capture.time_ranges),
     webcam=opt(None, 'classify a camera (default 0) or a video file live; q quits',
                nargs='?', const=0, metavar='0|VIDEO', type=capture.video_source),
+    serve=opt(None, "the text's page: a local web server on 127.0.0.1:PORT (default 8000; 0 "
+                    'picks a free port) with the camera, class buttons, Train and live '
+                    'prediction; Ctrl-C stops it', nargs='?', const=8000, metavar='PORT',
+              type=webcam_page.port),
     per_class=opt(40, 'pictures per class of the demo folder, and the most taken from each '
                       'class range when collecting', quick=30),
     image_size=opt(224, 'picture size in pixels', type=PIXELS),
@@ -86,13 +92,21 @@ if args.collect and args.images:
                           'not both')
 if args.collect and not args.classes:
     raise utils.UserError('--collect needs the class names: --classes rock,paper,scissors')
-if not args.collect and (args.classes or args.ranges or 'source' in args.given):
-    raise utils.UserError('--classes, --ranges and --source tell --collect what to collect: '
+if args.serve is not None and (args.collect or args.images or args.predict
+                               or args.webcam is not None):
+    raise utils.UserError('--serve opens the page, where pictures are added, trained on and '
+                          'predicted: give it without --collect, --images, --predict, --webcam')
+if not args.collect and args.serve is None and args.classes:
+    raise utils.UserError('--classes names the classes of --collect (or of the --serve page): '
                           'give --collect DIR too')
+if not args.collect and (args.ranges or 'source' in args.given):
+    raise utils.UserError('--ranges and --source tell --collect what to collect: give '
+                          '--collect DIR too')
 if args.ranges and len(args.ranges) != len(args.classes):
     raise utils.UserError('--ranges gives %d ranges for %d classes: one range per class, in '
                           'the order of --classes' % (len(args.ranges), len(args.classes)))
-training = bool(args.collect) or not (args.predict or args.webcam is not None)
+training = bool(args.collect) or not (args.predict or args.webcam is not None
+                                      or args.serve is not None)
 run = utils.Run(args, 'custom_classes')
 ctx = utils.parse_devices(args.devices)
 utils.seed_everything(args.seed)
@@ -177,11 +191,13 @@ def load_model(path):
 # of two ways:
 #
 # - **a time range per class**, `--ranges 0-2,2-4,4-6`: seconds, in the order of `--classes`.
-#   From each range, up to `--per-class` frames spread evenly over it (for each of that many
-#   evenly spaced instants, the first frame at or after it). A video's seconds are frame
-#   number / frame rate; a camera's count from its first frame, and the class to show is
-#   printed when its range begins (leave gaps to change hands: 2-5,7-10,12-15). A video file
-#   without `--ranges` is cut into equal parts, one per class, in the order of `--classes`.
+#   From each range, up to `--per-class` frames spread evenly over it. A video's frames are
+#   picked by number (frame n shows at n / frame rate), in integers, so equal ranges give equal
+#   counts: instants k * 0.1 s would not, as 3 * 0.1 is 0.30000000000000004, just after frame
+#   3. A camera's seconds count from its first frame: for each of `--per-class` evenly spaced
+#   instants, the first frame at or after it; the class to show is printed when its range
+#   begins (leave gaps to change hands: 2-5,7-10,12-15). A video file without `--ranges` is cut
+#   into equal parts, one per class, in the order of `--classes`.
 # - **key presses**, for a camera without `--ranges`: a window shows the camera, a class's
 #   number key adds the picture shown (held down, a burst) and q ends. Without a display there
 #   is no window: give `--ranges`.
@@ -322,20 +338,26 @@ def show_loss(epoch, batch, loss):
     print('Epoch %d, batch %d. Loss: %.5f' % (epoch, batch, loss))
 
 
-if training:
-    val_idx, train_idx = utils.split_per_class(labels, args.val_fraction, args.seed)
-    val_idx, train_idx = np.sort(val_idx), np.sort(train_idx)
-    head = build_new_head(len(classes))
+def train_head(feats, labels, num_classes, epochs, val=None, on_batch_end=show_loss):
+    """The text's head trained on the base's cached outputs; `val` (features, labels) is
+    measured after every epoch. Returns (head, history)."""
+    head = build_new_head(num_classes)
     head.initialize(init.Xavier(), ctx=ctx)
     head.hybridize()
     trainer = gluon.Trainer(head.collect_params(), 'adam', {'learning_rate': args.learning_rate})
-    train_data = utils.feature_loader(feats[train_idx], labels[train_idx], args.batch_size,
-                                      shuffle=True)
-    val_data = (utils.feature_loader(feats[val_idx], labels[val_idx], args.batch_size)
-                if len(val_idx) else None)
+    train_data = utils.feature_loader(feats, labels, args.batch_size, shuffle=True)
+    val_data = utils.feature_loader(val[0], val[1], args.batch_size) if val else None
     history = utils.train(train_data, val_data, head, gluon.loss.SoftmaxCrossEntropyLoss(),
-                          trainer, ctx, args.epochs, progress=False if args.no_progress else None,
-                          seed=args.seed, on_batch_end=show_loss)
+                          trainer, ctx, epochs, progress=False if args.no_progress else None,
+                          seed=args.seed, on_batch_end=on_batch_end)
+    return head, history
+
+
+if training:
+    val_idx, train_idx = utils.split_per_class(labels, args.val_fraction, args.seed)
+    val_idx, train_idx = np.sort(val_idx), np.sort(train_idx)
+    head, history = train_head(feats[train_idx], labels[train_idx], len(classes), args.epochs,
+                               (feats[val_idx], labels[val_idx]) if len(val_idx) else None)
     save_model(args.model_file, head, classes, args.image_size)
     print('Model and class names saved to %s' % args.model_file)
 
@@ -458,4 +480,70 @@ if args.webcam is not None:
     run.metrics['live'] = webcam(args.webcam)
 elif args.predict:
     run.metrics['predictions'] = predict_files(args.predict)
+
+# %% [markdown]
+# ## The text's page: the camera, a button per class, Train, live prediction
+#
+# The text's reader does all of the above on one web page, and so can this chapter's:
+#
+#     python -m chapters.custom_classes --serve        # then open http://127.0.0.1:8000/
+#
+# starts a small web server on this machine (`--serve 0` picks a free port; the address is
+# printed) and serves a page that loads nothing from elsewhere. Open it in a browser on the
+# same machine: browsers give a page the camera only from 127.0.0.1, localhost or https. The
+# page asks for the camera and shows it; each class has a name you can change (rock, paper,
+# scissors by default, or `--classes`), a button that adds the camera's picture (click: one;
+# hold: one every 0.15 s), its count and last pictures. Train (disabled while it runs) trains
+# `--epochs` epochs, or what the page's box says, and shows the loss of every batch as it
+# comes; then the page sends the camera's picture again and again, on every animation frame
+# as the text's `predict` loop does, and shows each class's probability, the predicted one
+# marked. Save writes `--model-file`, the file `--predict` and `--webcam` read; Load reads it
+# back. What goes wrong is said on the page: no camera or the camera refused, a class without
+# pictures, a server that stopped, a model file for another number of classes.
+#
+# ![The page after training, its camera playing a video of three photos: three classes with
+# their pictures, the loss, the predicted class marked](../docs/images/custom_classes_page.png)
+#
+# (The screenshot is made by `python -m benchmarks.custom_classes_page --camera photos
+# --screenshot docs/images/custom_classes_page.png`: headless Chromium, its camera a video of
+# scikit-image's photos of a cat, a cup and a rocket.)
+#
+# The page is three small files (utils/webcam_page_static/), the server is
+# `utils.webcam_page`; the model work is this chapter's functions, called by the server in
+# the order above: the frozen base runs once per picture when Train is pressed, then
+# `train_head`; `predict` for every frame; `save_model` and `load_model`.
+
+
+# %%
+class PageModel:
+    """What the page's server calls: this chapter's base, head, training and files."""
+
+    def __init__(self):
+        self.base = truncated_base(ctx[0])
+
+    def train(self, pictures, labels, classes, epochs, on_batch_end):
+        tf = utils.imagenet_transform(args.image_size, args.image_size)
+        x = np.stack([tf(nd.array(p, dtype='uint8')).asnumpy() for p in pictures])
+        feats = utils.predict_arrays(self.base, x, 32, ctx[0])
+        head, _ = train_head(feats, np.array(labels), len(classes), epochs,
+                             on_batch_end=on_batch_end)
+        return head, args.image_size
+
+    def predict(self, trained, picture):
+        head, size = trained
+        return predict(self.base, head, nd.array(picture, dtype='uint8'), size)
+
+    def save(self, trained, classes, path):
+        save_model(path, trained[0], classes, trained[1])
+
+    def load(self, path):
+        _, head, classes, size = load_model(path)
+        return (head, size), classes
+
+
+if args.serve is not None:
+    page = webcam_page.WebcamPage(args.classes or ['rock', 'paper', 'scissors'], PageModel(),
+                                  args.model_file, args.image_size, args.epochs)
+    webcam_page.serve(page, args.serve)
+    run.metrics['page'] = dict(page.state(), trainings=page.trainings)
 run.finish()

@@ -130,3 +130,16 @@ def random_mobilenet(tmp_path_factory):
     with open(path, 'rb') as f:
         data = f.read()
     return net, data, hashlib.sha1(data).hexdigest()
+
+
+def chromium_or_skip():
+    """The Chromium the browser tests drive: they skip without one (the suite passes on a
+    machine without a browser) but fail when GLUON_TRANSFER_REQUIRE_BROWSER is set (CI has
+    one, and a skip there would hide a broken install)."""
+    from bookgen.cdp import INSTALL_HINT, find_chromium
+    found = find_chromium()
+    if not found:
+        if os.environ.get('GLUON_TRANSFER_REQUIRE_BROWSER'):
+            pytest.fail(INSTALL_HINT)
+        pytest.skip(INSTALL_HINT)
+    return found

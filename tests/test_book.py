@@ -13,11 +13,11 @@ import urllib.parse
 import nbformat
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, chromium_or_skip
 
 pytest.importorskip('markdown_it')
 from bookgen import build, check, execute, render  # noqa: E402
-from bookgen.cdp import INSTALL_HINT, Browser, find_chromium  # noqa: E402
+from bookgen.cdp import Browser  # noqa: E402
 
 CHAPTER = 'train_basics'
 
@@ -95,6 +95,25 @@ def test_consecutive_prints_are_one_output_as_in_jupyter():
     assert outputs[0]['text'] == 'Epoch 1\n'  # the executed notebook is left as it was
 
 
+def test_a_repository_image_in_markdown_is_copied_into_the_book(tmp_path):
+    repo, book = tmp_path / 'repo', tmp_path / 'book'
+    (repo / 'docs' / 'images').mkdir(parents=True)
+    (repo / 'docs' / 'images' / 'page.png').write_bytes(b'\x89PNG picture')
+    site = render.Site({}, str(repo))
+    chapter = render.Page('custom_classes.html', 'chapters/custom_classes.py')
+    site.markdown(chapter, '![the page](../docs/images/page.png) ![gone](../docs/none.png) '
+                           '![far](https://example.invalid/x.png)')
+    doc = render.Page('docs/book.html', 'docs/book.md')
+    site.markdown(doc, '![again](images/page.png)')
+    assert '<img src="docs/images/page.png" alt="the page" />' in chapter.parts[-1]
+    assert 'src="../docs/none.png"' in chapter.parts[-1]  # left for the check to report
+    assert 'src="https://example.invalid/x.png"' in chapter.parts[-1]
+    assert '<img src="images/page.png" alt="again" />' in doc.parts[-1]
+    site.copy_images(str(book))
+    assert (book / 'docs' / 'images' / 'page.png').read_bytes() == b'\x89PNG picture'
+    assert sorted(os.listdir(str(book))) == ['docs']
+
+
 def test_cache_key_follows_source_settings_and_versions(tmp_path):
     versions = ['mxnet==1.9.1', 'numpy==1.23.5']
     key = execute.cache_key(CHAPTER, versions=versions)
@@ -164,10 +183,7 @@ def test_an_unknown_chapter_is_one_line(tmp_path):
 
 @pytest.fixture(scope='module')
 def browser():
-    if not find_chromium():
-        if os.environ.get('GLUON_TRANSFER_REQUIRE_BROWSER'):
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+    chromium_or_skip()
     with Browser() as b:
         yield b
 

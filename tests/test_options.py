@@ -66,6 +66,7 @@ BAD = [
     ('custom_classes', ['--val-fraction', '1'], '--val-fraction: 1'),
     ('custom_classes', ['--per-class', '0'], '--per-class: 0'),
     ('custom_classes', ['--webcam', '-1'], '--webcam: -1'),
+    ('custom_classes', ['--serve', '65536'], "--serve: '65536': give a port from 1 to 65535"),
     ('custom_classes', ['--model-file', '/proc/forbidden/model.zip'], '/proc/forbidden'),
     ('data_pipeline', ['--workers', '0', '-1'], '--workers: -1'),
     ('data_pipeline', ['--num-images', '0'], '--num-images: 0'),

@@ -6,10 +6,12 @@
     write_class_folders('pics', {'rock': [...], 'paper': [...]})  # pics/rock/0000.png ...
 
 A frame's time is its index divided by the frame rate for a file (so a run gives the same
-frames every time), and the seconds since the first frame for a camera. The folder written is
+frames every time, and a file's frames are chosen by number, in integers), and the seconds
+since the first frame for a camera. The folder written is
 the layout `utils.image_folder` reads: one sub-folder per class.
 """
 import argparse
+import math
 import os
 import re
 import shutil
@@ -157,28 +159,55 @@ def sample_times(start, end, count):
     return [start + k * step for k in range(count)]
 
 
+def first_frame_at(seconds, fps):
+    """The number of a video's first frame at or after `seconds` (frame n shows at n / fps).
+    Rounded to a millionth of a frame first: 0.3 * 10 is 3.0000000000000004, not 3."""
+    return math.ceil(round(seconds * fps, 6))
+
+
+def frame_numbers(start, end, fps, count):
+    """Up to `count` frame numbers spread evenly over the frames of [start, end) seconds of
+    a video at `fps`, in integers: a range of n frames gives min(count, n) distinct frames."""
+    first = first_frame_at(start, fps)
+    frames = first_frame_at(end, fps) - first
+    return sorted({first + k * frames // count for k in range(count)}) if frames > 0 else []
+
+
 def collect_by_time(frames, ranges, per_class, on_new_range=None):
-    """Up to `per_class` frames inside each range: for each of `per_class` evenly spread
-    instants, the first frame at or after it (a frame once, so a slow camera gives fewer).
-    Returns one list of (seconds, frame) per range; reading stops after the last range.
-    `on_new_range(i)` is called when the frames enter range i (a camera's user then shows
-    class i)."""
-    wanted = [sample_times(start, end, per_class) for start, end in ranges]
+    """Up to `per_class` frames inside each range. A video file (`frames.fps` known) gives
+    the frames numbered by `frame_numbers`; a camera, whose frames come when they come, the
+    first frame at or after each of `per_class` evenly spread instants (a frame once, so a
+    slow camera gives fewer). Returns one list of (seconds, frame) per range; reading stops
+    after the last range. `on_new_range(i)` is called when the frames enter range i (a
+    camera's user then shows class i)."""
+    fps = getattr(frames, 'fps', None)
+    if fps:  # in frame numbers: a file's seconds are number / fps, and round() undoes that
+        spans = [(first_frame_at(start, fps), first_frame_at(end, fps)) for start, end in ranges]
+        wanted = [set(frame_numbers(start, end, fps, per_class)) for start, end in ranges]
+    else:
+        spans = ranges
+        wanted = [sample_times(start, end, per_class) for start, end in ranges]
     chosen = [[] for _ in ranges]
-    last_end, current = max(end for _, end in ranges), None
+    last_end, current = max(end for _, end in spans), None
     for seconds, frame in frames:
-        if seconds >= last_end:
+        at = round(seconds * fps) if fps else seconds
+        if at >= last_end:
             break
-        for i, (start, end) in enumerate(ranges):
-            if start <= seconds < end:
-                if i != current and on_new_range:
-                    on_new_range(i)
-                current = i
-                times = wanted[i]
-                if times and times[0] <= seconds:
+        for i, (start, end) in enumerate(spans):
+            if not start <= at < end:
+                continue
+            if i != current and on_new_range:
+                on_new_range(i)
+            current = i
+            if fps:
+                if at in wanted[i]:
                     chosen[i].append((seconds, frame))
-                    while times and times[0] <= seconds:
-                        times.pop(0)
+                continue
+            times = wanted[i]
+            if times and times[0] <= seconds:
+                chosen[i].append((seconds, frame))
+                while times and times[0] <= seconds:
+                    times.pop(0)
     return chosen
 
 
