@@ -7,7 +7,6 @@ from the cache when nothing it depends on has changed: bookgen.execute), then ev
 written into a temporary folder that replaces book/ only when all of them are done.
 """
 import argparse
-import contextlib
 import glob
 import html
 import json
@@ -20,12 +19,9 @@ import sys
 import tempfile
 import time
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; builds are then not kept apart
-    fcntl = None
-
 from bookgen import execute, render
+from utils.errors import OneLineParser
+from utils.files import exclusive_lock, replace_folder
 
 ROOT = execute.ROOT
 README = 'README.md'
@@ -100,7 +96,7 @@ def read(path):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog='python -m bookgen.build', description=__doc__.split(
+    p = OneLineParser(prog='python -m bookgen.build', description=__doc__.split(
         '\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--chapters', default='',
                    help='comma-separated chapters to build (default: all, in reading order)')
@@ -144,32 +140,13 @@ def build(args):
         return execute_and_write(args, readme, order, chosen, start)
 
 
-@contextlib.contextmanager
 def one_build_at_a_time(cache):
-    """Hold the lock file in the cache folder while building. A second `make book` in the
+    """Hold the build lock of the cache folder while building. A second `make book` in the
     same checkout (two users of one machine, two terminals) waits, then takes the chapters the
     first one executed from the cache, instead of executing them again and racing it to swap
-    book/. (utils.files.exclusive_lock does the same, but importing utils loads MXNet: 3 s
-    added to a build that takes half a second when nothing changed.)"""
-    os.makedirs(cache, exist_ok=True)
-    path = os.path.join(cache, 'lock')
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        fd = None  # a cache made by another user: the build fails later with its own line
-    if fd is None or fcntl is None:
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print('book: another build is using %s; waiting for it to finish'
-                  % os.path.relpath(cache), flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    book/."""
+    return exclusive_lock(os.path.join(cache, 'build'), waiting='book: another build is using '
+                          '%s; waiting for it to finish' % os.path.relpath(cache))
 
 
 def execute_and_write(args, readme, order, chosen, start):
@@ -203,13 +180,7 @@ def execute_and_write(args, readme, order, chosen, start):
     try:
         pages = write_book(tmp, readme, order, notebooks)
         os.chmod(tmp, 0o755)
-        old = None
-        if os.path.exists(out):
-            old = tmp + '-old'
-            os.rename(out, old)
-        os.rename(tmp, out)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, out)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

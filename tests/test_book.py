@@ -18,6 +18,7 @@ from tests.conftest import ROOT
 pytest.importorskip('markdown_it')
 from bookgen import build, check, execute, render  # noqa: E402
 from bookgen.cdp import INSTALL_HINT, Browser, find_chromium  # noqa: E402
+from utils.files import lock_path  # noqa: E402
 
 CHAPTER = 'train_basics'
 
@@ -136,7 +137,7 @@ def test_a_failing_chapter_fails_the_build_in_one_line_and_keeps_the_book(
 
 def test_a_second_build_waits_for_the_first_then_uses_its_cache(small_book, tmp_path):
     fcntl = pytest.importorskip('fcntl')
-    fd = os.open(str(small_book['cache'] / 'lock'), os.O_RDWR | os.O_CREAT)
+    fd = os.open(lock_path(str(small_book['cache'] / 'build')), os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # a build in progress
     try:
         proc = subprocess.Popen(

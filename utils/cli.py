@@ -30,9 +30,9 @@ import shlex
 import sys
 import time
 
-from .devices import DEVICES_HELP, parse_devices
+from .devices import DEVICES_HELP
 from .distributed import KVSTORE_CHOICES
-from .errors import UserError, main_guard
+from .errors import OneLineParser, UserError, main_guard
 from .files import can_write_in, write_json
 
 _running = []  # the argument lists of the chapters run_chapter is running, innermost last
@@ -50,7 +50,7 @@ def opt(default, help, quick=None, **argparse_kwargs):
 
 
 # %% Option types: argparse calls them on each value, and turns their ArgumentTypeError into
-# the one-line error of `_Parser.error`. argparse has only int/float/FileType; FileType opens
+# the one-line error of `OneLineParser.error`. argparse has only int/float/FileType; FileType opens
 # (and for writing, creates) the file at parse time, which these must not.
 
 def _number(text, kind):
@@ -207,13 +207,6 @@ def one_of(names, what):
     return parse
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with its error in one line (argparse prints the whole usage first)."""
-
-    def error(self, message):
-        self.exit(2, '%s: error: %s (--help lists the settings)\n' % (self.prog, message))
-
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):  # no "(default: None)" on settings without a default
         if action.default is None or '%(default)' in (action.help or ''):
@@ -224,7 +217,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def chapter_parser(description, default_out, prog=None, distributed=False):
     """An ArgumentParser with the options every chapter shares. Without `distributed`, a
     'dist_*' kvstore is refused: the chapter would train alone under utils.launch."""
-    parser = _Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
+    parser = OneLineParser(prog=prog, description=description, formatter_class=_HelpFormatter,
+                           hint='--help lists the settings')
     parser.add_argument('--quick', action='store_true',
                         help='a configuration that runs in minutes on a 2-core CPU')
     parser.add_argument('--devices', default=None, help=DEVICES_HELP)
@@ -369,15 +363,6 @@ def run_chapter(chapter, argv=()):
         return runpy.run_module(chapter, run_name='__main__', alter_sys=True)
     finally:
         _running.pop()
-
-
-def devices_from(args):
-    return parse_devices(args.devices)
-
-
-def progress_from(args):
-    """The `progress` argument of utils.train: off when asked, else only on a terminal."""
-    return False if args.no_progress else None
 
 
 class Run:
