@@ -30,7 +30,7 @@ import shlex
 import sys
 import time
 
-from .devices import DEVICES_HELP
+from .devices import DEVICES_HELP, device_spec
 from .distributed import KVSTORE_CHOICES
 from .errors import OneLineParser, UserError, main_guard
 from .files import can_write_in, write_json
@@ -196,6 +196,16 @@ def writable_file(path):
     return path
 
 
+def devices(text):
+    """A --devices value this machine can serve (utils.devices.device_spec), kept as text:
+    utils.parse_devices makes the contexts."""
+    try:
+        device_spec(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def one_of(names, what):
     """One of `names` (too many for `choices` in --help); the error lists them."""
     def parse(text):
@@ -221,7 +231,7 @@ def chapter_parser(description, default_out, prog=None, distributed=False):
                            hint='--help lists the settings')
     parser.add_argument('--quick', action='store_true',
                         help='a configuration that runs in minutes on a 2-core CPU')
-    parser.add_argument('--devices', default=None, help=DEVICES_HELP)
+    parser.add_argument('--devices', default=None, type=devices, help=DEVICES_HELP)
     parser.add_argument('--seed', type=non_negative_int, default=0, help='random seed')
     parser.add_argument('--out', type=writable_dir, default=default_out,
                         help='folder for the PNG figures')
