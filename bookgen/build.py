@@ -20,11 +20,13 @@ import tempfile
 import time
 
 from bookgen import execute, render
+from chapters import READING_ORDER
 from utils.errors import OneLineParser
 from utils.files import exclusive_lock, replace_folder
 
 ROOT = execute.ROOT
 README = 'README.md'
+TEXTS_SECTION = 'The texts it follows'  # the README section the index page carries too
 
 
 def readme_sections(text):
@@ -37,7 +39,8 @@ def readme_sections(text):
 
 
 def chapter_table(readme):
-    """The README's reading-order table as rows of cells ({'#', 'chapter', ...}), or []."""
+    """The README's chapter table as rows of cells ({'#', 'chapter', ...}), or []: what the
+    index page says of each chapter (the order is chapters.READING_ORDER's)."""
     rows, header = [], None
     for line in readme.splitlines():
         if not line.startswith('|'):
@@ -64,10 +67,10 @@ def all_chapters(chapters_dir):
                   for p in glob.glob(os.path.join(chapters_dir, '[a-z]*.py')))
 
 
-def reading_order(readme, chapters_dir):
-    """The chapters in the README's order, then any chapter the table does not list."""
+def reading_order(chapters_dir):
+    """The chapters in chapters.READING_ORDER, then any other chapter of `chapters_dir`."""
     known = all_chapters(chapters_dir)
-    listed = [r['name'] for r in chapter_table(readme) if r['name'] in known]
+    listed = [c for c in READING_ORDER if c in known]
     return listed + [c for c in known if c not in listed]
 
 
@@ -128,7 +131,7 @@ def main(argv=None):
 def build(args):
     start = time.time()
     readme = read(README)
-    order = reading_order(readme, args.chapters_dir)
+    order = reading_order(args.chapters_dir)
     wanted = [c.strip() for c in args.chapters.replace(' ', ',').split(',') if c.strip()]
     unknown = [c for c in wanted if c not in order]
     if unknown:
@@ -319,9 +322,9 @@ def index_body(site, page, readme, order, titles, extra):
         lines.append('| ' + ' | '.join(c.replace('|', '/') for c in cells) + ' |')
     site.markdown(page, '\n'.join(lines))
 
-    texts = sections.get('The texts it follows')
+    texts = sections.get(TEXTS_SECTION)
     if texts:
-        site.markdown(page, '## The texts it follows\n' + texts)
+        site.markdown(page, '## %s\n' % TEXTS_SECTION + texts)
     site.markdown(page, '## Run it yourself\n\nEach page is one script of `chapters/`. In a '
                   'clone of the project, on a machine with Python 3.8 to 3.13 and `make`:\n\n'
                   '```bash\nmake venv                                   # .venv/ with the '
