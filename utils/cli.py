@@ -30,7 +30,7 @@ import shlex
 import sys
 import time
 
-from .devices import DEVICES_HELP, device_spec
+from .devices import DEVICES_HELP, device_spec, most_processes, usable_cores
 from .distributed import KVSTORE_CHOICES
 from .errors import OneLineParser, UserError, main_guard
 from .files import can_write_in, write_json
@@ -74,6 +74,16 @@ def non_negative_int(text):
     value = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError('%d: give a whole number of 0 or more' % value)
+    return value
+
+
+def process_count(text):
+    """A number of worker processes, 0 or more, that this machine can hold
+    (utils.devices.most_processes)."""
+    value = non_negative_int(text)
+    if value > most_processes():
+        raise argparse.ArgumentTypeError('%d: at most %d worker processes on this machine (%d '
+                                         'cores)' % (value, most_processes(), usable_cores()))
     return value
 
 

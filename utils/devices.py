@@ -14,6 +14,21 @@ DEVICES_HELP = ("devices to train on: 'auto' (all GPUs, else the CPU), 'cpu', 'c
                 "'gpu:0,1'. Default: $MX_DEVICES or 'auto'" % MAX_CPU_CONTEXTS)
 
 
+def usable_cores():
+    """The cores this process may run on (its affinity mask; all cores where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def most_processes():
+    """The most worker processes an option may ask this machine for: 4 per usable core, and at
+    least 8. Each is a whole Python process holding MXNet (about 250 MB); past a few per core
+    they only queue for a core, and a few hundred would exhaust the memory of most machines."""
+    return max(8, 4 * usable_cores())
+
+
 def try_gpu(i=0):
     """gpu(i) if it exists, else cpu()."""
     import mxnet as mx

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 
+from .devices import most_processes, usable_cores
 from .errors import OneLineParser
 
 STOP_GRACE = 5.0      # seconds between SIGTERM and SIGKILL
@@ -132,6 +133,13 @@ def parse_args(argv):
                      'chapters.train_basics --kvstore dist_sync')
     if args.num_workers < 1 or args.num_servers < 1:
         parser.error('-n and -s must be at least 1')
+    if args.num_workers + args.num_servers + 1 > most_processes():
+        parser.error('-n %d -s %d: %d processes with the scheduler; this machine (%d cores) '
+                     'runs at most %d: give fewer, or start them on several machines '
+                     '(docs/several-machines.md)' % (
+                         args.num_workers, args.num_servers,
+                         args.num_workers + args.num_servers + 1, usable_cores(),
+                         most_processes()))
     if not 0 <= args.port < 65536:
         parser.error('--port must be between 1 and 65535')
     if command[0] in ('python', 'python3'):
