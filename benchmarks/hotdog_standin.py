@@ -16,13 +16,14 @@ colours for `not-hotdog`, over smooth backgrounds with mild noise): what is meas
 the time of decoding, resizing and training at the real size, not what the net learns.
 """
 import argparse
-import hashlib
 import io
 import os
 import sys
 import zipfile
 
 import numpy as np
+
+from utils.files import atomic_path, file_digest
 
 CLASSES = ('hotdog', 'not-hotdog')
 
@@ -67,19 +68,14 @@ def make_standin(out_dir, train=1000, test=400, seed=0):
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.RandomState(seed)
     path = os.path.join(out_dir, 'hotdog.zip')
-    tmp = path + '.part'
-    with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_STORED) as zf:
-        for split, count in (('train', train), ('test', test)):
-            for cls, name in enumerate(CLASSES):
-                for i in range(count):
-                    zf.writestr('hotdog/%s/%s/%d.png' % (split, name, i),
-                                png_bytes(picture(rng, cls)))
-    os.replace(tmp, path)
-    sha1 = hashlib.sha1()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            sha1.update(chunk)
-    return path, sha1.hexdigest()
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_STORED) as zf:
+            for split, count in (('train', train), ('test', test)):
+                for cls, name in enumerate(CLASSES):
+                    for i in range(count):
+                        zf.writestr('hotdog/%s/%s/%d.png' % (split, name, i),
+                                    png_bytes(picture(rng, cls)))
+    return path, file_digest(path, 'sha1')
 
 
 def main(argv=None):

@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from utils.files import atomic_path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -237,10 +239,9 @@ def main(argv=None):
                   'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
                   'load_before': load_before, 'load_after': load_after,
                   'rows': [{k: v for k, v in r.items() if k != 'log'} for r in rows]}
-        tmp_path = args.json + '.part'
-        with open(tmp_path, 'w') as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp_path, args.json)
+        with atomic_path(args.json) as tmp_path:
+            with open(tmp_path, 'w') as f:
+                json.dump(report, f, indent=2)
         print('Results written to %s' % args.json)
     return rows
 

@@ -7,7 +7,6 @@ from the cache when nothing it depends on has changed: bookgen.execute), then ev
 written into a temporary folder that replaces book/ only when all of them are done.
 """
 import argparse
-import contextlib
 import glob
 import html
 import json
@@ -20,15 +19,14 @@ import sys
 import tempfile
 import time
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; builds are then not kept apart
-    fcntl = None
-
 from bookgen import execute, render
+from chapters import READING_ORDER
+from utils.errors import OneLineParser
+from utils.files import exclusive_lock, replace_folder
 
 ROOT = execute.ROOT
 README = 'README.md'
+TEXTS_SECTION = 'The texts it follows'  # the README section the index page carries too
 
 
 def readme_sections(text):
@@ -41,7 +39,8 @@ def readme_sections(text):
 
 
 def chapter_table(readme):
-    """The README's reading-order table as rows of cells ({'#', 'chapter', ...}), or []."""
+    """The README's chapter table as rows of cells ({'#', 'chapter', ...}), or []: what the
+    index page says of each chapter (the order is chapters.READING_ORDER's)."""
     rows, header = [], None
     for line in readme.splitlines():
         if not line.startswith('|'):
@@ -68,10 +67,10 @@ def all_chapters(chapters_dir):
                   for p in glob.glob(os.path.join(chapters_dir, '[a-z]*.py')))
 
 
-def reading_order(readme, chapters_dir):
-    """The chapters in the README's order, then any chapter the table does not list."""
+def reading_order(chapters_dir):
+    """The chapters in chapters.READING_ORDER, then any other chapter of `chapters_dir`."""
     known = all_chapters(chapters_dir)
-    listed = [r['name'] for r in chapter_table(readme) if r['name'] in known]
+    listed = [c for c in READING_ORDER if c in known]
     return listed + [c for c in known if c not in listed]
 
 
@@ -100,7 +99,7 @@ def read(path):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog='python -m bookgen.build', description=__doc__.split(
+    p = OneLineParser(prog='python -m bookgen.build', description=__doc__.split(
         '\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--chapters', default='',
                    help='comma-separated chapters to build (default: all, in reading order)')
@@ -132,7 +131,7 @@ def main(argv=None):
 def build(args):
     start = time.time()
     readme = read(README)
-    order = reading_order(readme, args.chapters_dir)
+    order = reading_order(args.chapters_dir)
     wanted = [c.strip() for c in args.chapters.replace(' ', ',').split(',') if c.strip()]
     unknown = [c for c in wanted if c not in order]
     if unknown:
@@ -144,32 +143,13 @@ def build(args):
         return execute_and_write(args, readme, order, chosen, start)
 
 
-@contextlib.contextmanager
 def one_build_at_a_time(cache):
-    """Hold the lock file in the cache folder while building. A second `make book` in the
+    """Hold the build lock of the cache folder while building. A second `make book` in the
     same checkout (two users of one machine, two terminals) waits, then takes the chapters the
     first one executed from the cache, instead of executing them again and racing it to swap
-    book/. (utils.files.exclusive_lock does the same, but importing utils loads MXNet: 3 s
-    added to a build that takes half a second when nothing changed.)"""
-    os.makedirs(cache, exist_ok=True)
-    path = os.path.join(cache, 'lock')
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        fd = None  # a cache made by another user: the build fails later with its own line
-    if fd is None or fcntl is None:
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print('book: another build is using %s; waiting for it to finish'
-                  % os.path.relpath(cache), flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    book/."""
+    return exclusive_lock(os.path.join(cache, 'build'), waiting='book: another build is using '
+                          '%s; waiting for it to finish' % os.path.relpath(cache))
 
 
 def execute_and_write(args, readme, order, chosen, start):
@@ -203,13 +183,7 @@ def execute_and_write(args, readme, order, chosen, start):
     try:
         pages = write_book(tmp, readme, order, notebooks)
         os.chmod(tmp, 0o755)
-        old = None
-        if os.path.exists(out):
-            old = tmp + '-old'
-            os.rename(out, old)
-        os.rename(tmp, out)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, out)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -349,9 +323,9 @@ def index_body(site, page, readme, order, titles, extra):
         lines.append('| ' + ' | '.join(c.replace('|', '/') for c in cells) + ' |')
     site.markdown(page, '\n'.join(lines))
 
-    texts = sections.get('The texts it follows')
+    texts = sections.get(TEXTS_SECTION)
     if texts:
-        site.markdown(page, '## The texts it follows\n' + texts)
+        site.markdown(page, '## %s\n' % TEXTS_SECTION + texts)
     site.markdown(page, '## Run it yourself\n\nEach page is one script of `chapters/`. In a '
                   'clone of the project, on a machine with Python 3.8 to 3.13 and `make`:\n\n'
                   '```bash\nmake venv                                   # .venv/ with the '

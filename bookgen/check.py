@@ -10,7 +10,6 @@ text must hold the chapter's printed lines (listed by the builder in _book.json)
 Chinese characters must render as glyphs, not as the boxes of a missing font. A screenshot of
 each page's first screen goes to book/_screenshots/.
 """
-import argparse
 import functools
 import http.server
 import io
@@ -22,6 +21,7 @@ import urllib.parse
 from contextlib import contextmanager
 
 from bookgen.cdp import Browser, BrowserError, find_chromium
+from utils.errors import OneLineParser
 
 SKIP = ('_screenshots',)
 
@@ -202,7 +202,7 @@ def check(book, base, browser, screenshots=None, manifest=None, glyphs=True):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog='python -m bookgen.check', description=__doc__.split(
+    p = OneLineParser(prog='python -m bookgen.check', description=__doc__.split(
         '\n\n')[0])
     p.add_argument('--book', default=os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), 'book'))

@@ -12,6 +12,8 @@ from importlib import metadata
 import jupytext
 import nbformat
 
+from utils.files import atomic_path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = '--quick --no-progress'
 CACHE_FORMAT = 1
@@ -166,13 +168,9 @@ def store(nb, facts, path):
     """Write the executed notebook atomically; drop the chapter's older cache entries."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     nb.metadata['book'] = facts
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.part')
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        nbformat.write(nb, f)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a cache entry is not
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            nbformat.write(nb, f)
     prefix = os.path.basename(path).rsplit('-', 1)[0] + '-'
     for old in glob.glob(os.path.join(os.path.dirname(path), prefix + '*.ipynb')):
         if old != path and len(os.path.basename(old)) == len(os.path.basename(path)):

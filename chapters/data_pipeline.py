@@ -29,7 +29,7 @@ from mxnet import gluon, recordio
 from mxnet.gluon.data.vision import transforms
 
 from utils import opt
-from utils.cli import non_negative_int, readable_dir
+from utils.cli import process_count, readable_dir
 from utils.datasets import IMAGE_SUFFIXES
 from utils.errors import UserError
 from utils.files import atomic_path
@@ -47,7 +47,7 @@ args = utils.settings(
                type=readable_dir),
     num_images=opt(1000, 'generated images', quick=400),
     workers=opt([0, 1, 2], 'worker process counts to measure', nargs='+',
-                type=non_negative_int),
+                type=process_count),
     repeats=opt(2, 'passes per measurement, the best one counts', quick=1),
     batch_size=opt(32, 'images per batch'),
     encoding=opt('raw', "what the record holds: the files' own bytes (raw, like im2rec "

@@ -18,6 +18,8 @@ from tests.conftest import ROOT, chromium_or_skip
 pytest.importorskip('markdown_it')
 from bookgen import build, check, execute, render  # noqa: E402
 from bookgen.cdp import Browser  # noqa: E402
+from chapters import READING_ORDER  # noqa: E402
+from utils.files import lock_path  # noqa: E402
 
 CHAPTER = 'train_basics'
 
@@ -155,7 +157,7 @@ def test_a_failing_chapter_fails_the_build_in_one_line_and_keeps_the_book(
 
 def test_a_second_build_waits_for_the_first_then_uses_its_cache(small_book, tmp_path):
     fcntl = pytest.importorskip('fcntl')
-    fd = os.open(str(small_book['cache'] / 'lock'), os.O_RDWR | os.O_CREAT)
+    fd = os.open(lock_path(str(small_book['cache'] / 'build')), os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # a build in progress
     try:
         proc = subprocess.Popen(
@@ -172,6 +174,20 @@ def test_a_second_build_waits_for_the_first_then_uses_its_cache(small_book, tmp_
     assert proc.returncode == 0, out + err
     assert '[1/1] %s: cached (executed ' % CHAPTER in out
     assert (tmp_path / 'book' / (CHAPTER + '.html')).exists()
+
+
+def test_readme_table_lists_the_reading_order():
+    # The book's order is chapters.READING_ORDER; the README's table must say the same, and
+    # carry what the index page reads from it.
+    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        readme = f.read()
+    rows = build.chapter_table(readme)
+    assert [r['name'] for r in rows] == list(READING_ORDER)
+    assert all(r.get('text') and r.get('what it shows') for r in rows), rows
+    assert all(any(k.startswith('`--quick`') and v for k, v in r.items()) for r in rows), rows
+    assert build.TEXTS_SECTION in build.readme_sections(readme)
+    assert build.reading_order(os.path.join(ROOT, 'chapters')) == list(READING_ORDER)
+    assert sorted(READING_ORDER) == build.all_chapters(os.path.join(ROOT, 'chapters'))
 
 
 def test_an_unknown_chapter_is_one_line(tmp_path):

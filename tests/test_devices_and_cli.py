@@ -35,6 +35,31 @@ def test_parse_devices_rejects(spec):
         utils.parse_devices(spec)
 
 
+@pytest.mark.parametrize('spec, says', [
+    ('cpu:9', 'at most cpu:8'), ('cpu:1000', 'at most cpu:8'), ('gpu:0,0', 'names a GPU twice'),
+    ('gpu:%d' % mx.context.num_gpus(), 'this machine has %d GPU' % mx.context.num_gpus()),
+    ('gpu:0,%d' % (mx.context.num_gpus() + 7), 'this machine has %d GPU' % mx.context.num_gpus()),
+])
+def test_devices_the_machine_cannot_serve_are_refused(spec, says, monkeypatch):
+    with pytest.raises(utils.UserError, match=says):
+        utils.parse_devices(spec)
+    monkeypatch.setenv('MX_DEVICES', spec)
+    with pytest.raises(utils.UserError, match=r'\$MX_DEVICES'):
+        utils.parse_devices()
+
+
+def test_devices_beyond_the_machine_end_a_chapter_in_one_line_before_any_work(tmp_path):
+    # gpu:8: more GPUs than exist (this machine has none, or fewer than 9)
+    for spec in ('gpu:8', 'cpu:1000'):
+        proc = subprocess.run([sys.executable, '-m', 'chapters.train_basics', '--devices', spec,
+                               '--out', str(tmp_path / 'out')], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stdout == '', proc.stdout + proc.stderr
+        assert proc.stderr.startswith('train_basics: error: argument --devices: %r' % spec)
+        assert len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert not (tmp_path / 'out').exists()  # before any work
+
+
 def test_omp_threads_default_and_user_choice():
     code = 'import utils, os; print(os.environ["OMP_NUM_THREADS"])'
     env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
@@ -66,7 +91,8 @@ def test_bad_option_is_one_line_error(tmp_path):
                            '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: devices 'tpu:1' not understood: use 'auto', 'cpu', 'cpu:N' or 'gpu:0,1'"]
+        "train_basics: error: argument --devices: 'tpu:1' not understood: use 'auto', 'cpu', "
+        "'cpu:N' or 'gpu:0,1' (--help lists the settings)"]
 
 
 SETTINGS_CELL = """
@@ -100,9 +126,11 @@ def test_importing_a_chapter_says_how_to_run_it():
 
 
 def test_python_thread_runs_mxnet_openmp_loops_alone():
-    # libgomp's per-thread setting: 1 on the thread that imported utils, OMP_NUM_THREADS on any
-    # other thread (MXNet's engine threads, which train, are such threads).
+    # libgomp's per-thread setting: 1 on the thread that imported MXNet (after utils: here the
+    # chapter's own import), OMP_NUM_THREADS on any other thread (MXNet's engine threads, which
+    # train, are such threads).
     code = ('import ctypes, threading, utils\n'
+            'from mxnet import nd\n'
             'gomp = ctypes.CDLL("libgomp.so.1")\n'
             'other = []\n'
             't = threading.Thread(target=lambda: other.append(gomp.omp_get_max_threads()))\n'

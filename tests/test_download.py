@@ -1,5 +1,7 @@
 import hashlib
+import io
 import os
+import tarfile
 import zipfile
 
 import pytest
@@ -97,6 +99,64 @@ def test_extract_refuses_escaping_member(tmp_path):
     with pytest.raises(utils.UserError, match='outside'):
         utils.extract(archive, str(dest))
     assert not (tmp_path / 'escaped.txt').exists()
+
+
+def make_tar(path, members, links=()):
+    with tarfile.open(path, 'w') as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for name, target in links:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tf.addfile(info)
+    return str(path)
+
+
+@pytest.fixture(params=['data filter', 'checked by hand'])
+def tar_checks(request, monkeypatch):
+    """Both paths of utils.download: Python's filter='data', and the check of older Pythons."""
+    if request.param == 'checked by hand':
+        monkeypatch.delattr(tarfile, 'data_filter', raising=False)
+    return request.param
+
+
+def test_extract_refuses_tar_member_outside(tmp_path, tar_checks):
+    archive = make_tar(tmp_path / 'evil.tar', {'ok.txt': b'fine', '../escaped.txt': b'bad'})
+    with pytest.raises(utils.UserError, match='outside'):
+        utils.extract(archive, str(tmp_path / 'dest'))
+    assert not (tmp_path / 'escaped.txt').exists()
+    assert not (tmp_path / 'dest' / 'ok.txt').exists()  # nothing half-done in place
+
+
+def test_extract_keeps_an_absolute_tar_member_inside(tmp_path, tar_checks):
+    # Python's data filter strips the leading '/'; older Pythons refuse the member
+    target = tmp_path / 'absolute.txt'
+    archive = make_tar(tmp_path / 'abs.tar', {str(target): b'bad'})
+    try:
+        utils.extract(archive, str(tmp_path / 'dest'))
+    except utils.UserError as err:
+        assert 'outside' in str(err)
+    assert not target.exists()
+
+
+def test_extract_refuses_tar_links_and_unpacks_a_good_tar(tmp_path, tar_checks):
+    evil = make_tar(tmp_path / 'evil.tar', {'ok.txt': b'fine'}, links=[('l', '/etc/passwd')])
+    with pytest.raises(utils.UserError, match='refusing links'):
+        utils.extract(evil, str(tmp_path / 'dest'))
+    good = make_tar(tmp_path / 'good.tar', {'data/a.txt': b'abc'})
+    utils.extract(good, str(tmp_path / 'dest'))
+    assert (tmp_path / 'dest' / 'data' / 'a.txt').read_bytes() == b'abc'
+
+
+def test_extract_replaces_an_old_folder_whole(tmp_path):
+    dest = tmp_path / 'dest'
+    (dest / 'data').mkdir(parents=True)
+    (dest / 'data' / 'stale.txt').write_text('from an older archive')
+    utils.extract(make_tar(tmp_path / 'new.tar', {'data/a.txt': b'abc'}), str(dest))
+    assert sorted(os.listdir(dest / 'data')) == ['a.txt']
+    assert [n for n in without_locks(os.listdir(dest)) if not n.startswith('.new.tar')] == ['data']
 
 
 def test_extract_marks_completion_and_redoes_interrupted(tmp_path):

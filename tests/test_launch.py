@@ -398,6 +398,8 @@ def test_kill_or_interrupt_stops_every_process(tmp_path, how, status):
     (['-n', '2'], 'no worker command'),
     (['-n', '0', '--', 'python', '-V'], 'at least 1'),
     (['--', 'python', '-V'], 'required: -n'),
+    (['-n', '1000', '--', 'python', '-V'], 'processes with the scheduler; this machine'),
+    (['-n', '2', '-s', '500', '--', 'python', '-V'], 'give fewer'),
 ])
 def test_bad_usage_is_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -30,9 +30,9 @@ import shlex
 import sys
 import time
 
-from .devices import DEVICES_HELP, parse_devices
+from .devices import DEVICES_HELP, device_spec, most_processes, usable_cores
 from .distributed import KVSTORE_CHOICES
-from .errors import UserError, main_guard
+from .errors import OneLineParser, UserError, main_guard
 from .files import can_write_in, write_json
 
 _running = []  # the argument lists of the chapters run_chapter is running, innermost last
@@ -50,7 +50,7 @@ def opt(default, help, quick=None, **argparse_kwargs):
 
 
 # %% Option types: argparse calls them on each value, and turns their ArgumentTypeError into
-# the one-line error of `_Parser.error`. argparse has only int/float/FileType; FileType opens
+# the one-line error of `OneLineParser.error`. argparse has only int/float/FileType; FileType opens
 # (and for writing, creates) the file at parse time, which these must not.
 
 def _number(text, kind):
@@ -74,6 +74,16 @@ def non_negative_int(text):
     value = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError('%d: give a whole number of 0 or more' % value)
+    return value
+
+
+def process_count(text):
+    """A number of worker processes, 0 or more, that this machine can hold
+    (utils.devices.most_processes)."""
+    value = non_negative_int(text)
+    if value > most_processes():
+        raise argparse.ArgumentTypeError('%d: at most %d worker processes on this machine (%d '
+                                         'cores)' % (value, most_processes(), usable_cores()))
     return value
 
 
@@ -196,6 +206,16 @@ def writable_file(path):
     return path
 
 
+def devices(text):
+    """A --devices value this machine can serve (utils.devices.device_spec), kept as text:
+    utils.parse_devices makes the contexts."""
+    try:
+        device_spec(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def one_of(names, what):
     """One of `names` (too many for `choices` in --help); the error lists them."""
     def parse(text):
@@ -205,13 +225,6 @@ def one_of(names, what):
         return text
     parse.__name__ = what
     return parse
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with its error in one line (argparse prints the whole usage first)."""
-
-    def error(self, message):
-        self.exit(2, '%s: error: %s (--help lists the settings)\n' % (self.prog, message))
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -224,10 +237,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def chapter_parser(description, default_out, prog=None, distributed=False):
     """An ArgumentParser with the options every chapter shares. Without `distributed`, a
     'dist_*' kvstore is refused: the chapter would train alone under utils.launch."""
-    parser = _Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
+    parser = OneLineParser(prog=prog, description=description, formatter_class=_HelpFormatter,
+                           hint='--help lists the settings')
     parser.add_argument('--quick', action='store_true',
                         help='a configuration that runs in minutes on a 2-core CPU')
-    parser.add_argument('--devices', default=None, help=DEVICES_HELP)
+    parser.add_argument('--devices', default=None, type=devices, help=DEVICES_HELP)
     parser.add_argument('--seed', type=non_negative_int, default=0, help='random seed')
     parser.add_argument('--out', type=writable_dir, default=default_out,
                         help='folder for the PNG figures')
@@ -369,15 +383,6 @@ def run_chapter(chapter, argv=()):
         return runpy.run_module(chapter, run_name='__main__', alter_sys=True)
     finally:
         _running.pop()
-
-
-def devices_from(args):
-    return parse_devices(args.devices)
-
-
-def progress_from(args):
-    """The `progress` argument of utils.train: off when asked, else only on a terminal."""
-    return False if args.no_progress else None
 
 
 class Run:

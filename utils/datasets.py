@@ -59,14 +59,6 @@ def _check_read_only_share(data_dir, archive, sources):
             '(or give --data-dir a folder you can write to)' % (os.path.abspath(data_dir), missing))
 
 
-def hotdog_available(data_dir=DATA_DIR, urls=HOTDOG_URLS, sha1=HOTDOG_SHA1):
-    """The hotdog folder, or None (with the reason) when it cannot be had."""
-    try:
-        return get_hotdog(data_dir, urls, sha1), None
-    except DownloadError as err:
-        return None, str(err)
-
-
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
 
 

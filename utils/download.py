@@ -17,7 +17,8 @@ import zipfile
 from mxnet import gluon
 
 from .errors import UserError, one_line
-from .files import exclusive_lock, file_digest, say_rebuilding, scratch_path, write_json
+from .files import (exclusive_lock, file_digest, replace_folder, say_rebuilding, scratch_path,
+                    write_json)
 
 
 class DownloadError(UserError):
@@ -142,22 +143,24 @@ def _extract_into_place(archive, dest):
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 members = tf.getmembers()
-                _check_members(archive, root, [m.name for m in members])
                 bad = [m.name for m in members if m.issym() or m.islnk() or m.isdev()]
-                if bad:
+                if bad:  # a data set needs none
                     raise UserError('%s: refusing links or devices in the archive (%s); '
                                     'unpack it by hand if you trust it' % (archive, bad[0]))
-                tf.extractall(scratch)
+                if hasattr(tarfile, 'data_filter'):  # Python 3.12, 3.11.4, 3.10.12, 3.9.17, ...
+                    try:
+                        tf.extractall(scratch, filter='data')
+                    except tarfile.FilterError as err:
+                        raise UserError('%s: %s; refusing to extract' % (archive, err)) from None
+                else:  # older Pythons: the paths are checked by hand
+                    _check_members(archive, root, [m.name for m in members])
+                    tf.extractall(scratch)
                 sizes = {m.name: m.size for m in members if m.isfile()}
         else:
             raise UserError('%s is neither a zip nor a tar archive: delete it and download it '
                             'again' % archive)
         for entry in sorted(os.listdir(scratch)):
-            target = os.path.join(dest, entry)
-            if os.path.isdir(target) and not os.path.islink(target):
-                old = os.path.join(scratch, '.old-' + entry)
-                os.rename(target, old)  # a folder cannot be renamed over a non-empty one
-            os.replace(os.path.join(scratch, entry), target)
+            replace_folder(os.path.join(scratch, entry), os.path.join(dest, entry))
         return sizes
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -1,4 +1,8 @@
-"""Errors caused by the user's input or machine, shown as one line instead of a traceback."""
+"""Errors caused by the user's input or machine, shown as one line instead of a traceback.
+
+Standard library only: the book builder and the grader use it without loading MXNet.
+"""
+import argparse
 import functools
 import sys
 
@@ -30,3 +34,15 @@ def one_line(err, limit=160):
         return type(err).__name__
     text = lines[-1] if type(err).__name__ == 'MXNetError' else lines[0]
     return text.replace('MXNetError: ', '')[:limit]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, `prog: error: message (hint)`, status 2
+    (argparse prints the whole usage before its error)."""
+
+    def __init__(self, *args, hint='see --help', **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hint = hint
+
+    def error(self, message):
+        self.exit(2, '%s: error: %s (%s)\n' % (self.prog, message, self.hint))

@@ -3,8 +3,8 @@
     python -m utils.launch -n 2 [-s 1] -- python -m chapters.train_basics --kvstore dist_sync
 
 Every process gets MXNet's DMLC_* variables on the loopback interface (a free port is picked);
-the scheduler and the servers are `python -c "import utils"` with DMLC_ROLE=scheduler|server
-(importing mxnet in such a role runs it until the workers are done); the workers run the
+the scheduler and the servers are `python -c "import utils, mxnet"` with DMLC_ROLE=scheduler or
+server (importing mxnet in such a role runs it until the workers are done); the workers run the
 command after `--` with DMLC_ROLE=worker. Output is forwarded line by line with a prefix
 (`[worker 0]`: the launch order; the kvstore assigns `kv.rank` itself). When a process fails,
 every process started here is stopped (SIGTERM to its process group, then SIGKILL) and the
@@ -15,7 +15,6 @@ A command starting with `python` or `python3` runs with this Python (sys.executa
 For several real machines, see docs/several-machines.md.
 (`python -m mxnet.tools.launch` does this too but is broken on Python >= 3.9.)
 """
-import argparse
 import os
 import signal
 import socket
@@ -23,6 +22,9 @@ import subprocess
 import sys
 import threading
 import time
+
+from .devices import most_processes, usable_cores
+from .errors import OneLineParser
 
 STOP_GRACE = 5.0      # seconds between SIGTERM and SIGKILL
 DRAIN_GRACE = 20.0    # seconds the scheduler and servers get to stop after the workers
@@ -106,12 +108,6 @@ def stop_all(children, grace=STOP_GRACE):
         child.thread.join(timeout=2)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """Bad usage: one line on stderr, status 2."""
-        self.exit(2, 'python -m utils.launch: error: %s (see --help)\n' % message)
-
-
 def parse_args(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     if '--' in argv:
@@ -119,7 +115,7 @@ def parse_args(argv):
         argv, command = argv[:cut], argv[cut + 1:]
     else:
         command = []
-    parser = _Parser(
+    parser = OneLineParser(
         prog='python -m utils.launch',
         usage='python -m utils.launch -n WORKERS [-s SERVERS] [--port PORT] -- COMMAND ...',
         description=__doc__.split('\n\n')[0])
@@ -137,6 +133,13 @@ def parse_args(argv):
                      'chapters.train_basics --kvstore dist_sync')
     if args.num_workers < 1 or args.num_servers < 1:
         parser.error('-n and -s must be at least 1')
+    if args.num_workers + args.num_servers + 1 > most_processes():
+        parser.error('-n %d -s %d: %d processes with the scheduler; this machine (%d cores) '
+                     'runs at most %d: give fewer, or start them on several machines '
+                     '(docs/several-machines.md)' % (
+                         args.num_workers, args.num_servers,
+                         args.num_workers + args.num_servers + 1, usable_cores(),
+                         most_processes()))
     if not 0 <= args.port < 65536:
         parser.error('--port must be between 1 and 65535')
     if command[0] in ('python', 'python3'):
@@ -151,7 +154,7 @@ def launch(args, out=None):
     port = args.port or free_port(args.host)
     common = dict(host=args.host, port=port, num_workers=args.num_workers,
                   num_servers=args.num_servers, interface=args.interface)
-    role_cmd = [sys.executable, '-c', 'import utils']  # utils prepares numpy, then imports mxnet
+    role_cmd = [sys.executable, '-c', 'import utils, mxnet']  # utils prepares numpy for mxnet
     children, workers = [], []
 
     def on_signal(signum, frame):

@@ -7,14 +7,15 @@ and binds numpy functions that numpy 2 removed (`mxnet/numpy/fallback.py`: `in1d
 of them missing, `import mxnet` fails. Upstream never released a fix (apache/mxnet#21165 and
 #20869; pull requests #21213 and #21224 were not merged).
 
-`restore_numpy_names()` runs from `utils/__init__.py` before anything imports MXNet. It sets a
-name only where the numpy in use lacks it, so on numpy 1.23 it changes nothing. Each name gets
-numpy's documented replacement. The financial functions (`npv`, `pmt`, ...), which numpy 1.20
-moved to the numpy-financial package, raise a RuntimeError when called, as numpy 1.20 to 1.23
-did. Removed functions are small wrappers, not aliases: MXNet registers every name of its
-array-function table as a dispatch key, and an alias would re-register the replacement's key.
+`restore_numpy_names()` runs from the import hook of `utils/__init__.py` right before MXNet's
+code runs, whoever imports it first. It sets a name only where the numpy in use lacks it, so on
+numpy 1.23 it changes nothing. Each name gets numpy's documented replacement. The financial
+functions (`npv`, `pmt`, ...), which numpy 1.20 moved to the numpy-financial package, raise a
+RuntimeError when called, as numpy 1.20 to 1.23 did. Removed functions are small wrappers, not
+aliases: MXNet registers every name of its array-function table as a dispatch key, and an alias
+would re-register the replacement's key.
 
-`patch_mxnet()` runs right after, and also only where numpy changed:
+`patch_mxnet()` runs once MXNet's code has run, and also only where numpy changed:
 - `mxnet.recordio.pack` and `pack_img` call `ndarray.tostring()`, which numpy 2 removed (a
   method of numpy's array type, which cannot be given back): where it is missing, both are
   replaced by functions writing the same record bytes with `tobytes()`.
