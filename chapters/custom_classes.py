@@ -131,6 +131,13 @@ utils.seed_everything(args.seed)
 # loss and by `predict`. The model is saved as the head's parameters and the class names, one zip
 # written at once.
 #
+# The whole base is frozen (`utils.freeze` in `truncated_base`), as the text decides by its
+# rule (figures 3-5) for how many layers to freeze: from the input up, the more the closer the
+# new task is to the pretrained model's, and the fewer the more training data there is (with
+# much data and an unlike task, none at all). Its task, three classes of hand gestures, is
+# close enough to ImageNet's 1000 classes, and 30-50 pictures per class is little data, so by
+# figure 5 every layer it keeps is frozen.
+#
 # The text's names and this chapter's: `pretrainedModel` is `utils.get_pretrained(MODEL)`;
 # `getLayer('conv_pw_13_relu')` and `truncatedLayerOutput` are `truncated_base()`
 # (`features[:CUT]`); `buildNewHead` is `build_new_head` (layer names `hidden_dense_1`,
@@ -185,10 +192,13 @@ def load_model(path):
 # %% [markdown]
 # ## Collecting pictures: the text's controller data set
 #
-# On the text's page each press of a class's button adds the webcam's current picture to that
-# class (30-50 per class are enough, it says). `--collect DIR --classes rock,paper,scissors`
-# does the same with OpenCV from `--source`, a camera (index 0, 1, ...) or a video file, in one
-# of two ways:
+# The text's page has "UX elements" that let the user give examples of each of the three
+# classes (30-50 per class are enough, it says): its `WorkingArea` component is given the
+# webcam and the `ControllerDataset(NUM_CLASSES)` whose `xs` and `ys` `model.fit` trains on.
+# The article does not print that component, so how a picture is added is not shown.
+# `--collect DIR --classes rock,paper,scissors` adds the camera's pictures to each
+# class with OpenCV from `--source`, a camera (index 0, 1, ...) or a video file, in one of two
+# ways:
 #
 # - **a time range per class**, `--ranges 0-2,2-4,4-6`: seconds, in the order of `--classes`.
 #   From each range, up to `--per-class` frames spread evenly over it. A video's frames are
@@ -390,6 +400,14 @@ if training:
 # on each frame (printed instead when there is no display), as the text's `predict` loop does
 # on every animation frame. `--webcam VIDEO` does the same on a video file, frame by frame, and
 # ends with it: one line per frame, then how many frames went to each class.
+#
+# The text reads the model's output as a vector of one number per class: a one-hot vector,
+# all zeros but one ([0, 0, 1, 0, 0]: class 2 with probability 1), and, when the model is used,
+# a probability per class summing to 1 ([0.07, 0.1, 0.03, 0.75, 0.05]: class 3, at 0.75). The
+# last layer's softmax makes it: each value in [0, 1], all of them summing to one. The one-hot
+# form is what the text's categorical cross-entropy takes as labels; here the labels are class
+# numbers, which `SoftmaxCrossEntropyLoss` reads as those one-hot vectors, and `predict`
+# returns the softmax vector, the class printed being its largest value.
 #
 # The head knows only its own classes: softmax shares all the probability among them, so a
 # picture that is none of them (an empty room, a thumbs-up, another person's hand in poor light)

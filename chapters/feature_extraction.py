@@ -138,6 +138,13 @@ utils.show_images(augmented, 3, 3, scale=2.5, path=run.figure('augmentation.png'
 # ends with global average pooling. Without that pooling (`base_model[:-1]`) a batch becomes
 # the text's `feature_batch`, a block of 1280 feature maps; pooled, `feature_batch_average`,
 # 1280 numbers per image.
+#
+# Which layer to extract features from: the text passes over the last, classification layer
+# (at the "top"), which it finds not very useful, and takes the last layer before the
+# flattening, which it calls the "bottleneck layer" (瓶颈层): its features keep more generality
+# than the top's. Here that is `base_model[:-1]`, whose output is `feature_batch`.
+# (MobileNetV2's "bottleneck" blocks, named under "Fine-tuning", are another thing: the
+# network's building blocks, 17 of them.)
 
 # %%
 pretrained_net = utils.get_pretrained(MODEL, ctx=ctx[0])
@@ -353,6 +360,12 @@ plot_curves(history, run.figure('feature_extraction_curves.png'), ' (feature ext
 #
 # ### Un-freeze the top layers of the model
 #
+# Why the top and not the whole base: in most convolutional networks, the text says, the
+# higher a layer, the more specialised it is. The first layers learn simple, general features
+# that carry over to almost every kind of image; going up, the features become more and more
+# specific to the data set the model was trained on. Fine-tuning is meant to adapt those
+# specialised features to the new data set, not to overwrite the general learning.
+#
 # Keras' MobileNetV2 has 154 layers and the text fine-tunes from layer 100,
 # `block_11_expand_relu`: block_11's expansion convolution and its BatchNorm stay frozen, its
 # depthwise convolution and everything after train. Gluon's `features` holds the 17
@@ -396,13 +409,16 @@ print('Number of children in features:', len(base_model),
 # ### Continue training the model
 #
 # RMSProp at a tenth of the first learning rate, from the trained head, for `fine_tune_epochs`
-# more epochs on the augmented images. The text recompiles the model here: in Keras a change
-# of `trainable` takes effect only at the next `compile()`. Gluon's counterpart is a new
-# `gluon.Trainer` over the weights that are now trainable (`utils.trainable_params`): a
-# Trainer updates exactly the parameters it was built with, so the phase-1 Trainer, built on
-# the head alone, would never touch the unfrozen top. A second run leaves BatchNorm statistics
-# updating, to measure what the text's `training=False` protects: how far the running statistics
-# move.
+# more epochs on the augmented images. The text's reason for the lower rate: the model being
+# trained is now larger and is readapting pretrained weights, so a low learning rate at this
+# stage is very important, "otherwise your model may overfit quickly".
+#
+# The text recompiles the model here: in Keras a change of `trainable` takes effect only at
+# the next `compile()`. Gluon's counterpart is a new `gluon.Trainer` over the weights that are
+# now trainable (`utils.trainable_params`): a Trainer updates exactly the parameters it was
+# built with, so the phase-1 Trainer, built on the head alone, would never touch the unfrozen
+# top. A second run leaves BatchNorm statistics updating, to measure what the text's
+# `training=False` protects: how far the running statistics move.
 
 # %%
 head_file = os.path.join(tempfile.mkdtemp(prefix='head-'), 'head.params')
