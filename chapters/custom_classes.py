@@ -500,7 +500,7 @@ elif args.predict:
     run.metrics['predictions'] = predict_files(args.predict)
 
 # %% [markdown]
-# ## The text's page: the camera, a button per class, Train, live prediction
+# ## The page in a browser: camera, a button per class, Train, live prediction
 #
 # The text's reader does all of the above on one web page, and so can this chapter's:
 #

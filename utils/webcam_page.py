@@ -1,5 +1,6 @@
-"""The custom-classes text's page in a browser: the camera, a button per class, Train with the
-loss of every batch, live prediction, Save / Load.
+"""The custom-classes chapter as a page in a browser, the way text 003 builds its own in
+TensorFlow.js: the camera, a button per class (ours: the text does not print how its page adds
+pictures), Train with the loss of every batch, live prediction, Save / Load.
 
     page = WebcamPage(classes, model, model_file, image_size, epochs)
     serve(page, port)              # prints the address; returns on Ctrl-C
