@@ -412,13 +412,14 @@ _modules = {}
 def tests_module(path):
     """The tests file as a module of the grader (never given student code)."""
     path = os.path.realpath(path)
-    if path not in _modules:
-        import utils  # noqa: F401  (before the tests import MXNet: the numpy names it needs)
-        name = 'graded_tests_%d' % len(_modules)
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _modules[path] = module
+    with _parse_lock:  # compiling it races with probe_source's ast.parse in Python 3.11
+        if path not in _modules:
+            import utils  # noqa: F401  (before the tests import MXNet: the numpy names it needs)
+            name = 'graded_tests_%d' % len(_modules)
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _modules[path] = module
     return _modules[path]
 
 
