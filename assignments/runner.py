@@ -263,6 +263,23 @@ def _own_mounts(job, limits):
         _mount(os.path.join(job, name), target, None, MS_BIND | MS_REC)
         _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _mount('tmpfs', '/sandbox/jobs', 'tmpfs', MS_RDONLY, 'size=4096,mode=0755')
+    _cap_shared_memory(limits['scratch'])
+
+
+def _cap_shared_memory(total):
+    """SysV segments outside the address space limit: at most `total` bytes in this fork's IPC
+    namespace. Set through a procfs of its own (bubblewrap's /proc/sys is read-only)."""
+    proc = '/tmp/.proc'
+    os.mkdir(proc)
+    _mount('proc', proc, 'proc', MS_NOSUID | MS_NODEV | 8)  # 8: MS_NOEXEC
+    try:
+        for name, value in (('shmmax', total), ('shmall', total // os.sysconf('SC_PAGE_SIZE'))):
+            with open(os.path.join(proc, 'sys', 'kernel', name), 'w') as f:
+                f.write(str(value))
+    finally:
+        libc, _ = _libc()
+        libc.umount2(proc.encode(), 2)  # MNT_DETACH
+        os.rmdir(proc)
 
 
 def _limit(limits):
