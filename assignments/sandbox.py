@@ -548,6 +548,7 @@ def kill_tree(process):
         if process.poll() is None:
             process.kill()
         return
+    family = _descendants(process.pid)  # children that left the session (no namespace)
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -556,6 +557,34 @@ def kill_tree(process):
         process.kill()
     except OSError:
         pass
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _descendants(pid):
+    """pids of the processes under pid, from /proc (empty where there is none)."""
+    parents = {}
+    try:
+        names = os.listdir('/proc')
+    except OSError:
+        return []
+    for name in names:
+        if name.isdigit():
+            try:
+                with open('/proc/%s/stat' % name, 'rb') as f:
+                    parents[int(name)] = int(f.read().rsplit(b')', 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        stack += children
+    return found
 
 
 _live = set()
