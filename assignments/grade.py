@@ -412,13 +412,14 @@ _modules = {}
 def tests_module(path):
     """The tests file as a module of the grader (never given student code)."""
     path = os.path.realpath(path)
-    if path not in _modules:
-        import utils  # noqa: F401  (before the tests import MXNet: the numpy names it needs)
-        name = 'graded_tests_%d' % len(_modules)
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _modules[path] = module
+    with _parse_lock:  # compiling it races with probe_source's ast.parse in Python 3.11
+        if path not in _modules:
+            import utils  # noqa: F401  (before the tests import MXNet: the numpy names it needs)
+            name = 'graded_tests_%d' % len(_modules)
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _modules[path] = module
     return _modules[path]
 
 
@@ -464,15 +465,16 @@ def judge(function, data):
 # ---------------------------------------------------------------------------------------------
 # One submission
 
-_box = []
+_box = {}
 
 
-def default_sandbox():
-    if not _box:
+def default_sandbox(disposable=None):
+    """The grader's sandbox (disposable: see sandbox.Sandbox; None: from the environment)."""
+    if disposable not in _box:
         import atexit
-        _box.append(sandbox.Sandbox(hide=[HERE]))
-        atexit.register(_box[0].close)
-    return _box[0]
+        _box[disposable] = sandbox.Sandbox(hide=[HERE], disposable=disposable)
+        atexit.register(_box[disposable].close)
+    return _box[disposable]
 
 
 def _utils_dir():
@@ -557,6 +559,9 @@ def grade(submission_dir, tests, jobs=1, timeout=None, box=None, record_calls=Fa
 def setup(tests, box=None):
     """The grader's own set-up, before any student is scored: each tests file's prepare()
     (weights, data) and a probe process that starts. Raises GradeError naming the cause."""
+    box = box or default_sandbox()
+    if box.refusal():  # fail closed: without a sandbox, nothing of the student's runs
+        raise GradeError(box.refusal())
     for path in sorted({t.tests_file for t in tests}):
         what = os.path.basename(os.path.dirname(path))
         try:
@@ -566,7 +571,6 @@ def setup(tests, box=None):
         except Exception as err:
             raise GradeError('setting up %s failed, nobody was graded: %s'
                              % (what, sandbox_first_line(err)))
-    box = box or default_sandbox()
     problem = box.self_test()
     if problem:
         raise GradeError('the sandbox does not work here, nobody was graded: %s' % problem)
@@ -712,6 +716,11 @@ def build_parser():
                         help='for the teacher: reasons (and with --verbose, tracebacks) of '
                              'hidden tests too, in the terminal and --json; never in '
                              '--feedback-dir')
+    parser.add_argument(sandbox.DISPOSABLE_FLAG, action='store_true',
+                        help='grade even without bubblewrap, where student code could read '
+                        'the hidden tests and write what the grader may: only in a container '
+                        'thrown away after grading, such as Gradescope\'s (also '
+                        '%s=1; see docs/teachers.md)' % sandbox.DISPOSABLE_ENV)
     return parser
 
 
@@ -745,7 +754,7 @@ def _main(args):
                          % args.submission)
     if args.class_dir and not os.path.isdir(args.class_dir):
         raise GradeError('--class-dir %s is not a folder' % args.class_dir)
-    box = setup(tests)
+    box = setup(tests, default_sandbox(True if args.disposable_container else None))
     print(box.describe(), file=sys.stderr)
     if args.submission:
         start = time.time()

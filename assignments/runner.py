@@ -43,6 +43,14 @@ def drop_privileges(uid):
         os.setuid(uid)
 
 
+def limit_processes(limit):
+    """RLIMIT_NPROC, set once in the probe's own user id (root: after the drop) or its own
+    user namespace (a normal user): there it counts this probe's processes alone."""
+    if limit:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
 def load_module(path, name):
     import importlib.util
     spec = importlib.util.spec_from_file_location(name, path)
@@ -135,6 +143,7 @@ def main():
     """One probe process for one request (the grader's way without a zygote)."""
     request = json.loads(sys.argv[1])
     drop_privileges(request.get('uid'))
+    limit_processes(request.get('process_limit'))
     _imports()
     serve(request, request['channel'])
 
@@ -191,12 +200,13 @@ def serve(request, channel):
 
 # ---------------------------------------------------------------------------------------------
 # The zygote: MXNet imported once inside the sandbox; a fork per request, each fork in a
-# mount namespace of its own (its own scratch, its job's files only), then an unprivileged
-# user. It runs no student code itself.
+# mount and IPC namespace of its own (its own scratch, /tmp, /dev/shm and matplotlib folder,
+# its job's files only; no SysV segment outlives it), then an unprivileged user. It runs no
+# student code itself.
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = \
     1, 2, 4, 32, 4096, 16384, 1 << 18
-CLONE_NEWNS = 0x00020000
+CLONE_NEWNS, CLONE_NEWIPC = 0x00020000, 0x08000000
 
 
 def _libc():
@@ -221,16 +231,27 @@ def _python_roots_under_tmp():
 
 
 def _own_mounts(job, limits):
-    """This fork's view: its job's files read-only, its own scratch and /tmp, no other job."""
+    """This fork's view: its job's files read-only, its own writable folders, no other job;
+    its own IPC namespace. Nothing another fork wrote is seen, nothing written outlives it."""
     libc, ctypes = _libc()
-    if libc.unshare(CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), 'unshare of the mount namespace failed')
+    if libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
+        raise OSError(ctypes.get_errno(), 'unshare of the mount and IPC namespaces failed')
     _mount(None, '/', None, MS_REC | MS_PRIVATE)
+    # matplotlib's folder, shared by the zygote's mounts: a fresh one with the font list
+    mpl, fonts = '/sandbox/mpl', {}
+    if os.path.isdir(mpl):
+        for name in os.listdir(mpl):
+            with open(os.path.join(mpl, name), 'rb') as f:
+                fonts[name] = f.read()
+        _mount('tmpfs', mpl, 'tmpfs', MS_NOSUID | MS_NODEV, 'size=%d,mode=1777' % 2**20)
+        for name, data in fonts.items():
+            with open(os.path.join(mpl, name), 'wb') as f:
+                f.write(data)
     # A Python installation under /tmp (a project checked out there) would be hidden by the
     # new /tmp: held by a descriptor, and bound again on top of it.
     held = [(root, os.open(root, os.O_PATH)) for root in _python_roots_under_tmp()]
     size = 'size=%d,mode=1777' % limits['scratch']
-    for target in ('/sandbox/work', '/tmp'):
+    for target in ('/sandbox/work', '/tmp', '/dev/shm'):
         _mount('tmpfs', target, 'tmpfs', MS_NOSUID | MS_NODEV, size)
     for root, fd in held:
         os.makedirs(root)
@@ -242,6 +263,23 @@ def _own_mounts(job, limits):
         _mount(os.path.join(job, name), target, None, MS_BIND | MS_REC)
         _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _mount('tmpfs', '/sandbox/jobs', 'tmpfs', MS_RDONLY, 'size=4096,mode=0755')
+    _cap_shared_memory(limits['scratch'])
+
+
+def _cap_shared_memory(total):
+    """SysV segments outside the address space limit: at most `total` bytes in this fork's IPC
+    namespace. Set through a procfs of its own (bubblewrap's /proc/sys is read-only)."""
+    proc = '/tmp/.proc'
+    os.mkdir(proc)
+    _mount('proc', proc, 'proc', MS_NOSUID | MS_NODEV | 8)  # 8: MS_NOEXEC
+    try:
+        for name, value in (('shmmax', total), ('shmall', total // os.sysconf('SC_PAGE_SIZE'))):
+            with open(os.path.join(proc, 'sys', 'kernel', name), 'w') as f:
+                f.write(str(value))
+    finally:
+        libc, _ = _libc()
+        libc.umount2(proc.encode(), 2)  # MNT_DETACH
+        os.rmdir(proc)
 
 
 def _limit(limits):

@@ -5,19 +5,25 @@ folder (a copy), the probes it must run (their source only, no check and no expe
 and the project's `utils`; it hands back data on one pipe and nothing else. The guards:
 
 - bubblewrap (`bwrap`): a filesystem of its own, read-only, showing the Python environment,
-  `utils` and the system folders, never the project, the tests or other students' folders;
-  writable only a size-capped scratch folder and /tmp (memory file systems, thrown away);
-  no network (an empty network namespace); its own process tree, killed as a whole when it
-  ends, when it times out or when the grader dies;
+  `utils` and the system folders, never the project, the tests, other students' folders or
+  the data a hidden check judges with; writable only a size-capped scratch folder, /tmp and
+  /dev/shm (memory file systems of this probe process alone, thrown away with it);
+  no network (an empty network namespace); its own IPC namespace (no SysV segment outlives
+  it); its own process tree, killed as a whole when it ends, when it times out or when the
+  grader dies;
 - when the grader runs as root, an unprivileged user of its own (uid 64000 + the slot
   number: one fork bomb cannot use up the process count of a neighbour running at the same
-  time);
+  time); as a normal user, a user namespace of its own, where the process count is counted
+  apart from the teacher's processes;
 - resource limits: address space, CPU seconds, processes, the size of any file written
   (the captured output too), no core files.
 
-Where bubblewrap is missing or cannot start (a laptop without user namespaces), the probe
-runs as a plain process with the resource limits only, and `Sandbox.describe()` says so: the
-grader prints that line before grading.
+Where bubblewrap is missing or cannot start, student code could read the hidden tests and
+write the teacher's files: `Sandbox.refusal()` says so in one line and nothing runs, unless
+the teacher declares the machine disposable (GRADE_DISPOSABLE_CONTAINER=1, or the grader's
+--disposable-container), as in a Gradescope container. Then the probe runs as a plain process
+with the resource limits, and, where util-linux `unshare` works, its own process tree, IPC
+namespace and no network; `Sandbox.describe()` lists what is up and what is down.
 """
 import json
 import os
@@ -42,6 +48,8 @@ PROCESS_LIMIT = 256  # processes and threads of the probe's user
 CHANNEL_LIMIT = 64 * 2**20  # bytes handed back by one probe process
 OUTPUT_SHOWN = 4000  # characters of the output kept for the teacher
 INSIDE = '/sandbox'  # where the sandbox sees its own files
+DISPOSABLE_ENV = 'GRADE_DISPOSABLE_CONTAINER'  # '1': grade without bubblewrap (see refusal())
+DISPOSABLE_FLAG = '--disposable-container'
 
 
 def _is_root():
@@ -84,6 +92,35 @@ def _others_can_enter(path):
         path = os.path.dirname(path)
 
 
+def _judged_data():
+    """Files a hidden check judges with that sit in a folder the sandbox shows (a2's few-shot
+    photos ship inside scikit-image): the sandbox shows them empty. Looked for where a probe
+    imports from, the environment's site-packages (not sys.path, which may name the cwd)."""
+    import site
+    found = []
+    for folder in site.getsitepackages() + [site.getusersitepackages()]:
+        path = os.path.join(folder, 'skimage', 'data', 'lfw_subset.npy')
+        if os.path.isfile(path) and os.path.realpath(path) not in found:
+            found.append(os.path.realpath(path))
+    return found
+
+
+def _unshare_prefix(root):
+    """util-linux unshare, where bubblewrap is missing: its own process tree (killed whole with
+    it), IPC namespace and network; a normal user also gets a user namespace (where the
+    process count is counted apart from the teacher's)."""
+    command = shutil.which('unshare')
+    if not command:
+        return None
+    prefix = [command] + ([] if root else ['--user', '--map-root-user']) + [
+        '--pid', '--fork', '--kill-child', '--mount-proc', '--ipc', '--net', '--']
+    try:
+        run = subprocess.run(prefix + ['true'], capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return prefix if run.returncode == 0 else None
+
+
 def _models_dir():
     home = os.environ.get('MXNET_HOME', os.path.join(os.path.expanduser('~'), '.mxnet'))
     return os.path.join(home, 'models')
@@ -92,7 +129,13 @@ def _models_dir():
 class Sandbox:
     """How probe processes are started here, and which guards are up."""
 
-    def __init__(self, use_bwrap=True, hide=(), use_zygote=True):
+    def __init__(self, use_bwrap=True, hide=(), use_zygote=True, disposable=None,
+                 use_unshare=True):
+        """disposable: the teacher says student code may run without bubblewrap (None: the
+        environment variable GRADE_DISPOSABLE_CONTAINER=1 says so)."""
+        if disposable is None:
+            disposable = os.environ.get(DISPOSABLE_ENV) == '1'
+        self.disposable = bool(disposable)
         self.use_zygote = use_zygote
         self._zygote, self._zygote_lock = None, threading.Lock()
         self.bwrap = shutil.which('bwrap') if use_bwrap else None
@@ -106,18 +149,41 @@ class Sandbox:
         # without bubblewrap the probe's user must be able to read the Python installation
         self.own_user = self.root and (bool(self.bwrap) or all(
             _others_can_enter(p) for p in _python_roots()))
+        self.unshare = None
+        if not self.bwrap and use_unshare:
+            self.unshare = _unshare_prefix(self.root)
+        # RLIMIT_NPROC counts the processes of a user id, in its user namespace: it holds a
+        # probe alone where the probe has a user id of its own (root) or a user namespace
+        # of its own (a normal user with bubblewrap or unshare); otherwise it would count
+        # the teacher's own processes, or not apply at all (root).
+        self.process_limit = self.own_user or (not self.root and bool(
+            self.bwrap or self.unshare))
 
     # -- which guards ---------------------------------------------------------------------
 
     def guards(self):
-        up = ['memory, CPU time, process count and file size limits']
+        """(guards up, guards down): each a short phrase; the line lists exactly these."""
+        up = ['memory, CPU time and file size limits']
         down = []
+        if self.process_limit:
+            up.append('process count limit (%d)' % PROCESS_LIMIT)
+        elif self.root:
+            down.append('process count limit (student code runs as root, which it does '
+                        'not hold)')
+        else:
+            down.append('process count limit (it would count your own processes)')
         if self.bwrap:
             up += ['own read-only filesystem view (bubblewrap)', 'no network',
-                   'own process tree']
+                   'own process tree', 'own IPC namespace, /tmp and /dev/shm per probe process']
         else:
-            down += ['filesystem isolation and no network (%s)' % (
-                self.problem or 'bubblewrap is not installed: apt-get install bubblewrap')]
+            if self.unshare:
+                up += ['own process tree, IPC namespace and no network (unshare)']
+            else:
+                down.append('own process tree, IPC namespace and no network (util-linux '
+                            'unshare does not start here)')
+            down.append('filesystem isolation: student code can read the hidden tests and '
+                        'the solutions and write what its user may (%s)' % (
+                            self.problem or 'bubblewrap is not installed'))
         if self.own_user:
             up.append('unprivileged user (uid %d+)' % UID_BASE)
         elif self.root:
@@ -125,7 +191,7 @@ class Sandbox:
                         'users and bubblewrap is missing: student code runs as root)')
         else:
             down.append('unprivileged user (the grader does not run as root: student code '
-                        'runs as you)')
+                        'runs as you%s)' % (', inside its own view' if self.bwrap else ''))
         return up, down
 
     def describe(self):
@@ -137,6 +203,26 @@ class Sandbox:
 
     def complete(self):
         return not self.guards()[1]
+
+    def refusal(self):
+        """None where student code may run here, else the one line that says why not and
+        what to do: without bubblewrap, a probe could read the hidden tests and the solutions
+        and write the teacher's files, so nothing runs unless the teacher declares the machine
+        disposable."""
+        if self.bwrap or self.disposable:
+            return None
+        return ('no sandbox here (%s): student code could read the hidden tests and change '
+                'your files; install bubblewrap (apt-get install bubblewrap), or, only in a '
+                'disposable container such as Gradescope\'s, pass %s or set %s=1 (see '
+                'docs/teachers.md)' % (self.problem or 'bubblewrap is not installed',
+                                       DISPOSABLE_FLAG, DISPOSABLE_ENV))
+
+    def _check_allowed(self):
+        if STOPPING.is_set():
+            raise Stopped('grading was interrupted')
+        problem = self.refusal()
+        if problem:
+            raise Refused(problem)
 
     def _try_bwrap(self):
         try:
@@ -186,7 +272,11 @@ class Sandbox:
         for hidden in self.hide:  # the project's own folders, should a bound folder hold them
             if any(hidden.startswith(r + os.sep) for r in _python_roots() + ['/usr', '/etc']):
                 args += ['--tmpfs', hidden]
+        for data in _judged_data():
+            if any(data.startswith(r + os.sep) for r in _python_roots() + ['/usr']):
+                args += ['--ro-bind', '/dev/null', data]
         args += ['--proc', '/proc', '--dev', '/dev',
+                 '--perms', '1777', '--size', str(SCRATCH_LIMIT), '--tmpfs', '/dev/shm',
                  '--perms', '0755', '--dir', INSIDE,
                  '--perms', '1777', '--size', str(SCRATCH_LIMIT), '--tmpfs', INSIDE + '/work']
         if lib:
@@ -229,6 +319,9 @@ class Sandbox:
     def self_test(self):
         """Start one probe process on an empty submission: None if it reports `ready` and
         ends cleanly, else the reason (one line)."""
+        problem = self.refusal()
+        if problem:
+            return problem
         zygote = self.zygote()
         scratch = zygote.new_job() if zygote else new_scratch()
         try:
@@ -281,8 +374,7 @@ class Sandbox:
 
     def start_forked(self, request, job_dir, slot, cpu_seconds):
         """Like start(), through the zygote: job_dir holds lib/ and submission/."""
-        if STOPPING.is_set():
-            raise Stopped('grading was interrupted')
+        self._check_allowed()
         zygote = self.zygote()
         request = dict(request, uid=UID_BASE + slot, channel=None, paths={
             'lib': INSIDE + '/lib', 'submission': INSIDE + '/submission',
@@ -292,8 +384,6 @@ class Sandbox:
         return zygote.start(request, job_dir)
 
     def _limits(self, slot, cpu_seconds):
-        root = self.root
-
         def apply():
             os.setsid()
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -301,8 +391,7 @@ class Sandbox:
             resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
             cpu = int(cpu_seconds) + 1
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-            if root:  # counted per user: each slot has a user of its own
-                resource.setrlimit(resource.RLIMIT_NPROC, (PROCESS_LIMIT, PROCESS_LIMIT))
+            # the process count: set by the runner, once in its own user (namespace)
         return apply
 
     def start(self, request, scratch, slot, cpu_seconds, output_file):
@@ -310,10 +399,10 @@ class Sandbox:
 
         scratch holds `lib/` (the runner's files and probes.py) and `submission/` (the copy
         of the student's folder); `request` is what the runner reads."""
-        if STOPPING.is_set():
-            raise Stopped('grading was interrupted')
+        self._check_allowed()
         lib, submission = os.path.join(scratch, 'lib'), os.path.join(scratch, 'submission')
-        request = dict(request, uid=UID_BASE + slot if self.own_user else None)
+        request = dict(request, uid=UID_BASE + slot if self.own_user else None,
+                       process_limit=PROCESS_LIMIT if self.process_limit else None)
         if self.bwrap:
             inside = {'lib': INSIDE + '/lib', 'pkgs': INSIDE + '/pkgs',
                       'submission': INSIDE + '/submission', 'work': INSIDE + '/work',
@@ -321,15 +410,16 @@ class Sandbox:
             mxnet_home = INSIDE + '/mxnet'
             prefix = self._bwrap_prefix(lib, submission, _models_dir(), slot)
         else:
-            work, tmp = os.path.join(scratch, 'work'), os.path.join(scratch, 'tmp')
-            for folder in (work, tmp):
+            # folders of this probe process alone, removed with its scratch folder
+            work, tmp, mpl = (os.path.join(scratch, name) for name in ('work', 'tmp', 'mpl'))
+            for folder in (work, tmp, mpl):
                 os.makedirs(folder)
                 os.chmod(folder, 0o1777)
+            _copy_font_list(mpl)
             inside = {'lib': lib, 'pkgs': os.path.join(scratch, 'pkgs'),
-                      'submission': submission, 'work': work, 'tmp': tmp,
-                      'mpl': _matplotlib_dir() or tmp}
+                      'submission': submission, 'work': work, 'tmp': tmp, 'mpl': mpl}
             mxnet_home = os.path.dirname(_models_dir())
-            prefix = []
+            prefix = list(self.unshare or [])
         request.update(paths=inside)
         env = self.environment(inside, mxnet_home)
         code = ('import sys; sys.path[:0] = [%r, %r]; from assignments import runner; '
@@ -347,6 +437,15 @@ class Sandbox:
         finally:
             os.close(write)
         return process, read
+
+
+def _copy_font_list(folder):
+    mpl = _matplotlib_dir()
+    if mpl and os.path.isdir(mpl):
+        for name in os.listdir(mpl):
+            if name.startswith('fontlist') and name.endswith('.json'):
+                shutil.copyfile(os.path.join(mpl, name), os.path.join(folder, name))
+                os.chmod(os.path.join(folder, name), 0o644)
 
 
 def prepare_lib(scratch, probes_source, utils_dir):
@@ -449,6 +548,7 @@ def kill_tree(process):
         if process.poll() is None:
             process.kill()
         return
+    family = _descendants(process.pid)  # children that left the session (no namespace)
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -457,6 +557,34 @@ def kill_tree(process):
         process.kill()
     except OSError:
         pass
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _descendants(pid):
+    """pids of the processes under pid, from /proc (empty where there is none)."""
+    parents = {}
+    try:
+        names = os.listdir('/proc')
+    except OSError:
+        return []
+    for name in names:
+        if name.isdigit():
+            try:
+                with open('/proc/%s/stat' % name, 'rb') as f:
+                    parents[int(name)] = int(f.read().rsplit(b')', 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        stack += children
+    return found
 
 
 _live = set()
@@ -466,6 +594,10 @@ STOPPING = threading.Event()  # set on Ctrl-C: no probe process starts any more
 
 class Stopped(Exception):
     pass
+
+
+class Refused(Exception):
+    """No probe process may start here (see Sandbox.refusal)."""
 
 
 def track(process, alive):

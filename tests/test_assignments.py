@@ -326,7 +326,8 @@ def test_grade_cli_one_submission_json_and_errors(dist, tmp_path):
 
 
 def _sandboxed_processes(marker):
-    """pids of processes of a sandbox user (as root), or whose command line names marker."""
+    """pids of processes of a sandbox user, or whose command line names marker (a probe
+    process started without bubblewrap runs as the grader's user)."""
     found = []
     for pid in os.listdir('/proc'):
         if not pid.isdigit():
@@ -338,7 +339,7 @@ def _sandboxed_processes(marker):
                 cmdline = f.read().decode('utf-8', 'replace')
         except (OSError, IndexError):
             continue
-        if (64000 <= uid < 64100) if os.geteuid() == 0 else marker in cmdline:
+        if 64000 <= uid < 64100 or marker in cmdline:
             found.append(pid)
     return found
 

@@ -3,8 +3,8 @@
 Each cheat is a small boxes.py (assignment 4) written here; they are graded together in one
 class run, next to the reference solutions and the wrong solution the cheats start from.
 No cheat may score more than the same submission without it; an exhaustion scores 0 on the
-test it hits and the other tests and students are graded as usual. A second part looks at
-the sandbox from the inside: what a probe process can see, write and reach.
+test it hits and the other tests and students are graded as usual. What a probe
+process can see, write and reach from the inside: tests/test_grader_sandbox.py.
 """
 import csv
 import hashlib
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from assignments import build, grade, sandbox
+from assignments import build, sandbox
 from tests.test_assignments import ROOT, read
 
 WRONG_IOU = ("width = np.minimum(a[..., 1], b[..., 1]) - np.maximum(a[..., 0], b[..., 0])",
@@ -233,115 +233,3 @@ def test_exhaustion_scores_zero_on_its_tests_only(cheat_class, name):
             assert got == 0, (test, points)
         else:
             assert got > 0, (test, points)
-
-
-# ---------------------------------------------------------------------------------------------
-# The sandbox from the inside
-
-INVENTORY_TESTS = '''
-import os
-import socket
-import sys
-
-from assignments.testing import graded, probe
-
-SUBMISSION_FILE = 'look.py'
-
-
-@probe(timeout=60)
-def look_around(sub):
-    return sub.look()
-
-
-@graded(1, probe=look_around)
-def test_nothing(seen):
-    pass
-'''
-
-INVENTORY = '''
-import os
-import socket
-import sys
-
-SECRETS = SECRET_PATHS
-
-
-def attempt(action):
-    try:
-        action()
-        return 'done'
-    except Exception as err:
-        return type(err).__name__
-
-
-def look():
-    seen = {'uid': os.getuid(), 'cwd': os.getcwd(), 'sys_path': sys.path,
-            'tmp': os.listdir('/tmp'), 'fds': sorted(os.listdir('/proc/self/fd'))}
-    seen['fd_targets'] = [os.readlink('/proc/self/fd/' + fd) for fd in seen['fds']
-                          if os.path.exists('/proc/self/fd/' + fd)]
-    seen['read'] = [attempt(lambda p=p: open(p).read()) for p in SECRETS]
-    seen['write'] = [attempt(lambda p=p: open(p, 'a').write('x')) for p in SECRETS] + [
-        attempt(lambda: open('/sandbox/lib/probes.py', 'a').write('x'))]
-    seen['connect'] = attempt(lambda: socket.create_connection(('1.1.1.1', 53), timeout=3))
-    import skimage
-    seen['skimage'] = skimage.__file__
-    seen['own_file'] = attempt(lambda: open('mine.txt', 'w').write('fine'))
-    return seen
-'''
-
-
-def test_the_probe_sees_and_reaches_nothing_of_the_graders(tmp_path):
-    tests_dir = tmp_path / 'tests' / 'a9_look'
-    tests_dir.mkdir(parents=True)
-    (tests_dir / 'tests.py').write_text(INVENTORY_TESTS)
-    # what a probe must not read or change: the real tests and solutions, a file in /tmp
-    lure = tmp_path / 'skimage.py'
-    lure.write_text('raise SystemExit("the lure ran")\n')
-    secrets = [os.path.join(ROOT, 'assignments', 'a4_iou_loss', 'tests.py'),
-               os.path.join(ROOT, 'assignments', 'a4_iou_loss', 'boxes.py'), str(lure)]
-    student = tmp_path / 'student' / 'a9_look'
-    student.mkdir(parents=True)
-    (student / 'look.py').write_text(INVENTORY.replace('SECRET_PATHS', repr(secrets)))
-    tests = grade.read_all_tests(str(tmp_path / 'tests'))
-    box = sandbox.Sandbox(hide=[os.path.join(ROOT, 'assignments')])
-    folder = tmp_path / 'copy'
-    grade.submission_source(str(tmp_path / 'student'), 'a9_look', 'look.py', str(folder))
-    job = grade.Job('a9_look', tests[0].tests_file, 'look.py', str(folder), box,
-                    grade.Slots(1), None)
-    try:
-        seen = grade.run_probes(job, {'look_around': 60})['look_around']
-    finally:
-        box.close()
-    assert seen.status == 'ok', (seen.message, seen.output)
-    data = seen.data
-    assert data['own_file'] == 'done'
-    assert all(w != 'done' for w in data['write']), data['write']
-    if box.bwrap:
-        assert data['read'] == ['FileNotFoundError'] * 3, data['read']
-        assert data['connect'] != 'done', data['connect']
-        # /tmp is empty but for the way to a Python installation checked out under /tmp
-        python_under_tmp = {os.path.realpath(p).split(os.sep)[2] for p in (
-            sys.prefix, sys.base_prefix) if os.path.realpath(p).startswith('/tmp/')}
-        assert set(data['tmp']) <= python_under_tmp and data['cwd'] == '/sandbox/work'
-        assert not any(t.endswith('.json') for t in data['fd_targets']), data['fd_targets']
-    assert '' not in data['sys_path'] and data['sys_path'][-1] == data['cwd']
-    assert 'site-packages' in data['skimage']
-    if os.geteuid() == 0:
-        assert int(data['uid']) >= sandbox.UID_BASE
-
-
-def test_without_bubblewrap_the_guards_line_says_so_and_grading_goes_on(tmp_path):
-    """A laptop without bubblewrap: plain probe processes with the limits only, said in one
-    line; the reference solutions still score full marks."""
-    student, autograder = build.build(str(tmp_path / 'dist'))
-    root = os.path.join(autograder, 'assignments')
-    tests = grade.read_all_tests(root, ['a4_iou_loss'])
-    box = sandbox.Sandbox(use_bwrap=False)
-    try:
-        line = box.describe()
-        assert 'DOWN: filesystem isolation and no network' in line and '\n' not in line
-        assert not box.complete()
-        results = grade.grade(root, tests, 2, box=box)
-    finally:
-        box.close()
-    assert sum(r['points'] for r in results) == 9, results
