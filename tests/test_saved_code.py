@@ -73,3 +73,22 @@ def test_a_newly_marked_definition_is_appended_to_its_module(tmp_path):
         '# @saved from chapters/train_basics.py: edit it there, then `python -m '
         'bookgen.saved`\ndef twice(x):\n    return 2 * x\n')
     assert saved.differences(str(root)) == []
+
+
+# The functions and classes the texts define in their listings, and their names on the pages.
+TEXT_DEFINITIONS = {
+    'fine_tuning': ['transform', 'train_fine_tuning', 'classify_hotdog'],  # text 002
+    'simple_object_detection': ['load_truncated_base', 'build_new_head',  # text 000
+                                'ScaledMSELoss', 'custom_loss_function'],
+    'custom_classes': ['truncated_base', 'build_new_head'],  # text 003
+    'data_pipeline': ['csv_reader_dataset'],  # text 004
+}
+
+
+def test_the_texts_definitions_are_on_their_pages():
+    """Read from the source (without running the chapters)."""
+    for chapter, names in TEXT_DEFINITIONS.items():
+        with open(os.path.join(ROOT, 'chapters', chapter + '.py'), encoding='utf-8') as f:
+            defined = set(saved._statements(f.read()))
+        missing = [name for name in names if name not in defined]
+        assert not missing, 'chapters/%s.py does not define %s' % (chapter, missing)
