@@ -26,7 +26,7 @@ from mxnet.gluon import nn
 from utils.bbox import detection_metrics
 from utils.cli import positive_int
 from utils.errors import main_guard
-from utils.heads import conv3x3_head, conv_head, text_head
+from utils.heads import build_new_head, conv3x3_head, conv_head
 from utils.loss import ScaledMSELoss
 from utils.scenes import CANVAS_SIZE, make_scenes
 
@@ -45,7 +45,7 @@ def conv_then_text_head(layers, dropout):
 
 
 HEADS = {
-    'text': text_head,
+    'text': build_new_head,
     'conv': lambda: conv_head(16),
     'one_3x3': lambda: conv_then_text_head(1, 0),
     'two_3x3': lambda: conv_then_text_head(2, 0),

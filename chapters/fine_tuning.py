@@ -5,17 +5,18 @@
 # Deep Learning, 动手学深度学习, computer-vision chapter), section by section: getting the data,
 # the model and training, predicting images.
 #
-# What it shows: a ResNet-18 v2 pretrained on ImageNet gets a new 2-class output layer and is
-# trained on 2000 hotdog / not-hotdog photos; the same network trained from a random start
-# (`scratch_net`) does much worse in the same number of epochs.
+# Fine-tuning: train a network on a large source data set (ImageNet), give it a new output
+# layer sized for the target data set, initialised at random, keep every other weight, and
+# train on the target data. A ResNet-18 v2 fine-tuned on 2000 hotdog / not-hotdog photos
+# beats the same network trained from a random start (`scratch_net`) in the same epochs.
 #
 # Run it: `python -m chapters.fine_tuning [--quick] [--devices cpu:2]` (`--help` lists the
 # settings), or open `notebooks/fine_tuning.ipynb` (`make notebooks`). `--quick` offline (4
 # face photos per class, 20 epochs) takes about 15 s on an idle 2-core machine.
 #
-# Offline (no `data/hotdog.zip`, no network) the same cells run on what the package
-# registries provide: MobileNetV2 with torchvision's ImageNet weights, and scikit-image's
-# real face / not-face photos standing in for hotdog / not-hotdog.
+# Offline (no `data/hotdog.zip`, no network) the same cells run MobileNetV2 with
+# torchvision's ImageNet weights on scikit-image's face / not-face photos. The measurements
+# behind the `--quick` settings: [docs/chapter-notes.md](../docs/chapter-notes.md#fine_tuning).
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
@@ -26,36 +27,41 @@ import numpy as np
 from mxnet import gluon, image, init, nd
 
 from utils import opt
-from utils.cli import image_file
+from utils.cli import PIXELS, fraction, image_file, non_negative_float, one_of
+from utils.datasets import hotdog_folder
 from utils.errors import UserError
 from utils.few_shot import parse_per_class
+from utils.imagenet import normalise
+from utils.model_store import known_models
+from utils.transforms import resize_side
 
 # %% [markdown]
 # ## Settings
 #
-# The command line fills these in; in a notebook they take their `--quick` values. The text's
-# settings (`utils.FINE_TUNING_SETTINGS`, shared with the exercises): 10 epochs, batches of
-# 64, 224-pixel crops, SGD with learning rate 0.01 and weight decay 0.001. `--quick` trains
-# on 96-pixel crops with batches of 32 and changes two settings for that short run: the new
-# output layer learns 10x faster (`output_lr_mult`; not in this text: later editions of Dive
-# into Deep Learning set it), and BatchNorm's running averages forget
-# faster (`bn_momentum` 0.5, see "Why --quick lowers the BatchNorm momentum" below).
-#
-# On hotdog `--quick` keeps the text's 10 epochs: on a real-size stand-in of the data set
-# (2000 + 800 PNG pictures of 250-500 px, `benchmarks/hotdog_standin.py`, served from this
-# machine) the whole run took 323 s on an idle 2-core machine with MobileNetV2, download and
-# extraction included, since each picture is decoded and resized only once (6.4 s for all);
-# an epoch of either net took 15-16 s. ResNet-18 v2 costs about as much per picture at 96
-# pixels on this CPU, so a student's online run should take about as long, plus the download
-# (an estimate: the model store was out of reach).
-#
-# The quick run on the offline faces is data-scarce, where pretraining matters (`QUICK_FACES`,
-# unless the command line says otherwise): 4 training photos per class, one batch of all 8
-# per update, 20 epochs (so 20 updates for each net), and finetune_net's BatchNorm in inference
-# mode at learning rate 0.001 (see "The model and training"). With 8 per class scratch reached
-# 0.88 for seeds 0 and 2, with all 160 photos 0.925: the face set is easy.
+# The defaults are the text's: 10 epochs, batches of 64, SGD with learning rate 0.01 and
+# weight decay 0.001, 224-pixel crops. The command line changes them (`--epochs 5`); `quick=`
+# is what `--quick`, and a notebook, take instead: 96-pixel crops, batches of 32, a new output
+# layer that learns 10x faster (`output_lr_mult`, from later editions of Dive into Deep
+# Learning) and BatchNorm averages that forget faster (`bn_momentum`, see below). When the
+# offline faces stand in, `--quick` also makes the run data-scarce, where pretraining matters
+# (`QUICK_FACES`, applied in the next section to what the command line did not give).
 
 # %%
+# @save utils.finetune
+FINE_TUNING_SETTINGS = dict(
+    model=opt('auto', "pretrained model: auto (hotdog: resnet18_v2 from the model store, "
+                      "faces: mobilenetv2_1.0 from the offline weights) or any name "
+                      "utils.get_pretrained knows",
+              type=one_of(['auto'] + known_models(), 'model')),
+    epochs=opt(10, 'training epochs of each net'),
+    batch_size=opt(64, 'images per batch', quick=32),
+    image_size=opt(224, 'crop size in pixels', quick=96, type=PIXELS),
+    learning_rate=opt(0.01, "SGD's learning rate"),
+    wd=opt(0.001, 'weight decay', type=non_negative_float),
+    output_lr_mult=opt(1.0, 'learning-rate multiplier of the new output layer', quick=10.0),
+    bn_momentum=opt(0.9, 'momentum of the BatchNorm running averages of both nets', quick=0.5,
+                    type=fraction()),
+)
 args = utils.settings(
     'fine_tuning', 'Fine-tuning: transfer learning from ImageNet to hotdog / not-hotdog',
     predict=opt(None, 'image files for classify_hotdog (default: a few test images)',
@@ -65,7 +71,7 @@ args = utils.settings(
     finetune_batchnorm=opt('update', "finetune_net's BatchNorm: 'update' (as in the text) or "
                                      "'inference' (ImageNet's statistics used and kept; --quick "
                                      "on the faces)", choices=['update', 'inference']),
-    **utils.FINE_TUNING_SETTINGS, **utils.HOTDOG_SETTINGS)
+    **FINE_TUNING_SETTINGS, **utils.HOTDOG_SETTINGS)
 QUICK_FACES = dict(per_class=4, epochs=20, batch_size=8, learning_rate=0.001,
                    finetune_batchnorm='inference')
 run = utils.Run(args, 'fine_tuning')  # wall time, metrics, the figure folder
@@ -76,25 +82,53 @@ utils.seed_everything(args.seed)
 # ## Getting the data
 #
 # The hotdog data set has 1400 pictures of hot dogs and as many others, mostly food, scraped from
-# the web; 1000 of each class are for training and the rest for testing. `hotdog_or_faces`
-# downloads `hotdog.zip` through `utils.download` (mirrors tried in turn, sha1 checked before
-# the file takes its name) and extracts it to `data/hotdog`. With `--per-class N` it keeps N
-# training images of each class, drawn with `--seed`.
-#
-# The images go through the text's augmentations: `train_augs` flips at random and takes a
-# random 224x224 crop, `test_augs` the centre crop (`utils.augmentations`). At a smaller
-# `--image-size` each picture is first resized so the crop keeps the same share of it.
-# `transform` then normalises with ImageNet's mean and standard deviation: the text feeds raw
-# 0-255 pixels and lets ResNet's first BatchNorm absorb the scale, but MobileNetV2's weights
-# need the real thing.
+# the web; 1000 of each class are for training and the rest for testing. `hotdog_folder`
+# downloads `hotdog.zip` (mirrors tried in turn, its sha1 checked before the file takes its
+# name) and extracts it to `data/hotdog`; offline it says so and returns None, and the face
+# photos stand in.
+
+# %%
+folder = hotdog_folder(args)
+if folder is None and args.quick:  # the data-scarce run of the Settings cell
+    for name in QUICK_FACES.keys() - args.given:
+        setattr(args, name, QUICK_FACES[name])
+
+# %% [markdown]
+# The text's augmentations: `train_augs` flips at random and takes a random 224x224 crop,
+# `test_augs` the centre crop; `transform` applies them and makes the image CHW. Two
+# departures: `transform` also normalises with ImageNet's mean and standard deviation (the
+# text feeds raw pixels to ResNet, whose first BatchNorm absorbs the scale; MobileNetV2 needs
+# the real thing), and each picture is resized once before the crops (shorter side
+# `size * 256 / 224`, so a smaller crop keeps the share a 224 crop has).
+
+# %%
+size = args.image_size
+train_augs = [image.HorizontalFlipAug(.5), image.RandomCropAug((size, size))]
+test_augs = [image.CenterCropAug((size, size))]
+
+
+# @save utils.transforms
+def transform(data, label, augs):
+    """The text's transform: augment an HWC image with values 0-255, make it CHW, and
+    normalise it for ImageNet nets (the port's addition)."""
+    data = data.astype('float32')
+    for aug in augs:
+        data = aug(data)
+    data = normalise(nd.transpose(data, (2, 0, 1)))
+    return data, nd.array([label]).asscalar().astype('float32')
+
+
+# %% [markdown]
+# The text reads each folder with `ImageFolderDataset`; `hotdog_or_faces` does that for
+# hotdog, or loads the face photos, with these transforms (`--per-class N` keeps N training
+# images per class).
 
 # %%
 train_imgs, test_imgs, dataset, examples = utils.hotdog_or_faces(
-    args, args.image_size, faces_settings=QUICK_FACES if args.quick else None)
-train_augs, test_augs = utils.augmentations(args.image_size)
+    args, size, folder=folder, transforms=(lambda X, y: transform(X, y, train_augs),
+                                           lambda X, y: transform(X, y, test_augs)))
 print('%s: %d training and %d test images, classes %s, %dx%d crops'
-      % (dataset, len(train_imgs), len(test_imgs), train_imgs.synsets, args.image_size,
-         args.image_size))
+      % (dataset, len(train_imgs), len(test_imgs), train_imgs.synsets, size, size))
 
 # %% [markdown]
 # The text draws 32 augmented training images, 4 rows of 8:
@@ -108,23 +142,20 @@ for X, _ in data:
 # %% [markdown]
 # ## The model and training
 #
-# The text takes ResNet-18 v2 from Gluon's model zoo with the weights it learned on ImageNet
-# (`utils.get_pretrained` fetches them from the model store, sha1-checked, or uses the offline
-# MobileNetV2). A pretrained model has two parts: `features`, from the input to the last
-# pooling, and `output`, the final fully connected layer with 1000 ImageNet classes. The text
-# prints `Dense(512 -> 1000, linear)`. Offline the network is MobileNetV2, whose `output` is a
-# 1x1 convolution (1280 -> 1000) followed by Flatten: the same job as a Dense layer on the
-# pooled 1280 features, and the part fine-tuning replaces all the same.
+# The text takes ResNet-18 v2 from Gluon's model zoo with its ImageNet weights
+# (`utils.pretrained_for`; offline MobileNetV2). A pretrained model has two parts: `features`,
+# from the input to the last pooling, and `output`, the layer with the 1000 ImageNet classes;
+# the text prints `Dense(512 -> 1000, linear)`. MobileNetV2's `output` is a 1x1 convolution
+# (1280 -> 1000) and Flatten: a Dense layer's job, replaced all the same.
 
 # %%
 model_name, pretrained_net = utils.pretrained_for(dataset, args.model)
 print(pretrained_net.output)
 
 # %% [markdown]
-# Part of the first convolution's weights. The text prints `features[1]`, ResNet-18 v2's 7x7
-# convolution after its input BatchNorm. MobileNetV2 (offline) has no input BatchNorm: its
-# first convolution is `features[0]`, 3x3 with stride 2 (3 -> 32 channels), so a 3x3 block
-# prints. `utils.first_conv` finds whichever comes first.
+# Part of the first convolution's weights: the text prints a 7x7 block of `features[1]`
+# (ResNet-18 v2 starts with a BatchNorm); MobileNetV2's first convolution, `features[0]`, is
+# 3x3. `utils.first_conv` finds either.
 
 # %%
 print(utils.first_conv(pretrained_net).weight.data()[0][0])
@@ -142,27 +173,53 @@ if args.finetune_batchnorm == 'inference':  # see the next cell
     utils.freeze_batchnorm(finetune_net.features)
 
 # %% [markdown]
-# On a data-scarce set (the quick run on the faces: 8 photos, batches of 8) finetune_net's
-# BatchNorm layers are kept in inference mode, as the TensorFlow transfer-learning text
-# advises: they normalise with ImageNet's running statistics and never update them
-# (`use_global_stats`), while their scale and shift still train. Batch statistics of 8 grey
-# photos are a poor, jumpy estimate of ImageNet's. With the statistics fixed nothing
-# renormalises the activations after a large step, so the learning rate is 0.001 there
-# (0.003 diverged in the how-much-data chapter's study). scratch_net has no statistics to keep,
-# and trains with the same settings, as in the text: at 0.001 it learns slowly. With its own
-# best rate (0.03) it does better, 0.70-0.93 on 4 photos per class (how-much-data chapter).
+# On the data-scarce quick run (8 face photos, batches of 8) finetune_net's BatchNorm layers
+# stay in inference mode, as the TensorFlow transfer-learning text advises: they keep
+# ImageNet's statistics (`use_global_stats`), a better estimate than 8 grey photos give, while
+# their scale and shift train. Nothing then renormalises after a large step, hence the
+# learning rate of 0.001. scratch_net trains with the same settings, as in the text.
 
 # %% [markdown]
-# The text's `train` function (saved in `utils` as `train_fine_tuning`, since the exercises
-# use it too): DataLoaders, the parameters moved to `ctx`, hybridize, softmax cross-entropy,
-# SGD with weight decay, and `utils.train`, which prints the text's epoch lines and works on
-# any list of devices (`--devices cpu:2` splits each batch over two CPU contexts as over two
-# GPUs).
+# The text's `train` function, named `train_fine_tuning` here (`utils.train` is the text's
+# helper, which prints the epoch lines and splits each batch over the devices in `ctx`):
+# DataLoaders, the parameters moved to `ctx`, hybridize, softmax cross-entropy, SGD with
+# weight decay. The port passes the data sets in (the text reads the notebook's) and adds the
+# two `--quick` settings, `progress`, and `seed` for repeatable shuffles and augmentations.
+
 
 # %%
-settings = utils.train_settings(args)
-finetune_history = utils.train_fine_tuning(finetune_net, ctx, train_imgs, test_imgs,
-                                           **settings)
+# @save utils.finetune
+def train_fine_tuning(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10,
+                      learning_rate=0.01, wd=0.001, output_lr_mult=1.0, bn_momentum=0.9,
+                      progress=None, seed=None, first_epoch=0):
+    """The text's train(): hybridize, SGD, softmax cross-entropy, utils.train on `ctx`.
+
+    output_lr_mult: learning-rate multiplier of `net.output`; bn_momentum: of every BatchNorm's
+    running averages. first_epoch: as in utils.train, for a schedule trained in several calls.
+    Returns the history.
+    """
+    utils.set_bn_momentum(net, bn_momentum)
+    train_data = gluon.data.DataLoader(train_imgs, batch_size, shuffle=True)
+    test_data = gluon.data.DataLoader(test_imgs, batch_size)
+
+    # make sure the parameters live on ctx
+    net.collect_params().reset_ctx(ctx)
+    # static_alloc without static_shape, which took more memory for the same time
+    # (python -m benchmarks.graph_memory)
+    net.hybridize(static_alloc=True)
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    if output_lr_mult != 1:
+        net.output.collect_params().setattr('lr_mult', output_lr_mult)
+    trainer = gluon.Trainer(net.collect_params(), 'sgd', {
+        'learning_rate': learning_rate, 'wd': wd})
+    history = utils.train(train_data, test_data, net, loss, trainer, ctx, epochs,
+                          progress=progress, seed=seed, first_epoch=first_epoch)
+    utils.release_graph(net)  # a net kept for later gives its training buffers back
+    return history
+
+
+settings = utils.train_settings(args)  # the settings above, as train_fine_tuning's keywords
+finetune_history = train_fine_tuning(finetune_net, ctx, train_imgs, test_imgs, **settings)
 
 # %% [markdown]
 # For comparison, `scratch_net`: the same network, every weight initialised at random.
@@ -170,18 +227,15 @@ finetune_history = utils.train_fine_tuning(finetune_net, ctx, train_imgs, test_i
 # %%
 scratch_net = utils.new_classifier(model_name, classes=2)
 scratch_net.initialize(init=init.Xavier())
-scratch_history = utils.train_fine_tuning(scratch_net, ctx, train_imgs, test_imgs, **settings)
+scratch_history = train_fine_tuning(scratch_net, ctx, train_imgs, test_imgs, **settings)
 
 # %% [markdown]
-# The fine-tuned net converges much faster than the one that starts from random values. One
-# epoch's test accuracy can swing a lot, so the table also gives the mean of the last three.
-#
-# The text's last epoch lines (ResNet-18 v2 on hotdog, 224-pixel crops, 10 epochs on two
-# GPUs): finetune_net `Loss: 0.053, Train acc 0.98, Test acc 0.96`, scratch_net `Loss: 0.295,
-# Train acc 0.89, Test acc 0.77` (and scratch_net's test accuracy swung between 0.69 and 0.86
-# over its 10 epochs). Offline the data (face photos, 4 per class under `--quick`), the
-# network (MobileNetV2), the crop size (96) and the epochs (20) differ: compare the gap
-# between the two nets, not the digits.
+# The fine-tuned net converges much faster than the one that starts from random values; the
+# table also gives the mean of the last three epochs, as one epoch's test accuracy swings.
+# The text's last epochs (ResNet-18 v2, hotdog, 224 px, two GPUs): finetune_net `Loss: 0.053,
+# Train acc 0.98, Test acc 0.96`, scratch_net `Loss: 0.295, Train acc 0.89, Test acc 0.77`
+# (swinging between 0.69 and 0.86). Offline the data, network, crops and epochs differ:
+# compare the gap between the nets, not the digits.
 
 # %%
 histories = {'finetune_net': finetune_history, 'scratch_net': scratch_history}
@@ -196,50 +250,31 @@ utils.print_table(
 # %% [markdown]
 # ### Why --quick lowers the BatchNorm momentum
 #
-# MXNet updates a BatchNorm's running averages, which the net uses at test time, in the
-# backward pass: each step keeps `momentum` of the old value, starting from mean 0 and
-# variance 1. A MobileNetV2 trained from scratch sees variances of 1e-3 to 5e-4 in its
-# depthwise layers (Xavier gives a 3x3 depthwise filter a fan-in of 9). After the quick run's
-# 50 steps at Gluon's default 0.9, 0.9**50 = 0.005 of the initial 1 is left: ten times the
-# real value. At test time those 17 layers shrink the signal until every photo gets the same
-# class, and `scratch_net` scores 0.50 although its training accuracy (measured with each
-# batch's own statistics) reaches 0.95. At 0.5 the averages forget their start within a few
-# steps; the pretrained net starts from ImageNet's averages and is not affected either way.
-# With that fixed the comparison is fair. On the easy offline faces with all 160 photos
-# (`--per-class all`) scratch gets close (measured: finetune 1.000, scratch 0.925 test
-# accuracy); the hotdog data is where the text's gap shows at full size.
+# Each step keeps `momentum` of a BatchNorm's running averages, which the net uses at test
+# time, starting from variance 1. scratch_net's depthwise layers have variances near 1e-3, and
+# after a short run at Gluon's default 0.9 the initial 1 still dominates (0.9**50 = 0.005):
+# at test time every photo would get the same class. At 0.5 the averages forget their start
+# within a few steps; the pretrained net starts from ImageNet's and is not affected.
 #
-# ### How long the quick run on the faces trains
-#
-# With 8 photos, one update per epoch. Measured over seeds 0-5 (idle 2-core machine, 2
-# threads; with 1 thread the numbers differ a little, as the sums run in another order):
-# finetune_net is at 0.925-1.00 from its 10th update on. scratch_net is still at chance
-# (0.475-0.50) after 10 updates and at 0.45-0.75 after 20; later it swings by up to 0.3 from
-# one epoch to the next while drifting up, to 0.575-0.825 after 40 and 0.60-0.875 after 60.
-# The gap after 20 updates was 0.225-0.525 (1 thread: 0.325-0.475); after 40 and after 60 it
-# was 0.125-0.400: smaller, and decided by where scratch_net's swing happens to end. `--quick`
-# therefore stops at 20 epochs: the text's point, that the pretrained net gets there in far
-# fewer updates, without a lucky epoch deciding it. What each method reaches once it has
-# converged, with its own best settings, is the how-much-data chapter's
-# question.
+# `--quick` on the faces stops at 20 updates of each net: finetune_net is near its best after
+# about 10, scratch_net has only begun to move from chance. Trained longer, scratch_net swings
+# from epoch to epoch, and the gap would depend on where a swing ends; what each method
+# reaches once converged is the how-much-data chapter's question.
 
 # %% [markdown]
 # ## Predicting images
 #
-# `classify_hotdog` reads a picture, applies `test_augs` and the normalisation, and prints the
-# most likely class with its probability, as the text does: `'With prob=0.998959, hotdog'`.
-# The text classifies three pictures from the book's own image folder, which are not in the
-# data set's zip: `real_hotdog.jpg` (prob 0.998959, hotdog), `leg_hotdog.jpg` (0.997123,
-# hotdog: legs that look like hot dogs) and `dog_hotdog.jpg` (0.754116, hotdog: a dog dressed
-# as one). Here `--predict FILE ...` classifies your own pictures.
-# The offline face photos are 25x25 grey: the net is shown a picture made the same way.
+# `classify_hotdog` reads a picture, applies `test_augs` through `transform`, and returns the
+# most likely class with its probability. The text classifies three pictures of the book that
+# are not in the data set's zip: `real_hotdog.jpg` (`'With prob=0.998959, hotdog'`),
+# `leg_hotdog.jpg` (0.997123, hotdog: legs that look like hot dogs) and `dog_hotdog.jpg`
+# (0.754116, hotdog: a dog dressed as one); `--predict FILE ...` classifies yours. The port
+# first resizes a picture as the data set's were, and uses `nd.softmax` for the deprecated
+# `SoftmaxActivation`.
 #
-# First held-out test photos of each class, whose true class is known, then (offline) two
-# photos from outside the data set: an astronaut's face, and a cup of coffee. The coffee is
-# neither a face nor one of the non-face patches of the data set, but a 2-class net has no
-# third answer: its softmax must split all the probability between 'face' and 'not-face',
-# so a confident answer for it says which of the two classes the photo is nearer to, not that
-# the net recognised it.
+# Below: held-out test photos of each class, with their true class, then (offline) an
+# astronaut's face and a cup of coffee. The coffee is neither class, but a 2-class softmax has
+# no third answer: a confident line for it says which class it is nearer to.
 
 # %%
 FACE_PIXELS = 25  # side of scikit-image's lfw_subset photos
@@ -251,15 +286,16 @@ def classify_hotdog(net, fname, grey=False):
             img = image.imdecode(f.read())
     except Exception as err:  # OSError from open, MXNetError from the decoder
         raise UserError('%s cannot be read as an image (%s)' % (fname, str(err)[:80]))
-    augs = test_augs
-    if grey:  # made like the data set's photos: 25 px, then resized once (bilinear), cropped
+    side = resize_side(size)
+    if grey:  # made like the data set's photos: 25 px, then resized once (bilinear)
         img = img.astype('float32').mean(axis=2, keepdims=True)
         img = image.imresize(image.center_crop(img, (min(img.shape[:2]),) * 2)[0],
                              FACE_PIXELS, FACE_PIXELS, interp=1)
-        side = args.image_size * 256 // 224
+        side = size * 256 // 224
         img = image.imresize(img, side, side, interp=1).reshape((side, side, 1)).tile((1, 1, 3))
-        _, augs = utils.augmentations(args.image_size, resize=False)
-    data, _ = utils.transform(img, -1, augs)
+    elif side:  # the resize step the training pictures had
+        img = image.resize_short(img, side)
+    data, _ = transform(img, -1, test_augs)
     data = data.expand_dims(axis=0)
     out = net(data.as_in_context(ctx[0]))
     out = nd.softmax(out)
@@ -286,12 +322,9 @@ for i, (photo, truth) in enumerate(examples):
                            classify_hotdog(finetune_net, fname, grey=dataset == 'faces')))
 
 # %% [markdown]
-# A held-out photo's line can be wrong: on the faces finetune_net's test accuracy of
-# 0.95-1.00 means up to 2 mistakes in 40 photos, and for some seeds the photos shown are among
-# them (seed 1: the second face, 0.81 not-face). The astronaut is a colour portrait in which
-# the face fills a small part of the frame, beside the spacesuit and a flag, where the data
-# set's faces fill theirs; shrunk to 25 grey pixels it went either way over seeds 0-2
-# (0.69-0.96).
+# A held-out line can be wrong (0.95 test accuracy on 40 photos is two mistakes), and the
+# astronaut, whose face fills a small part of a colour frame, can go either way once shrunk to
+# 25 grey pixels.
 
 # %% [markdown]
 # ## Conclusion
@@ -301,6 +334,5 @@ for i, (photo, truth) in enumerate(examples):
 # learned them on ImageNet. The exercises are in `chapters/fine_tuning_exercises.py`.
 
 # %%
-run.metrics.update(dataset=dataset, model=model_name, devices=[str(c) for c in ctx],
-                   image_size=args.image_size, histories=histories)
-run.finish()
+run.finish(dataset=dataset, model=model_name, devices=[str(c) for c in ctx], image_size=size,
+           histories=histories)

@@ -22,8 +22,7 @@
 # loaded once for every fine-tuned net, one fine-tuning run serves exercises 1 (as the start of
 # its longer run), 2 and 4 (and 5 on hotdog), whose settings are equal, and the frozen base of
 # exercise 4 runs once per image. Each exercise prints its wall and CPU seconds. All five with
-# `--quick` took 237 s on an idle 2-core machine (2 threads, `benchmarks/quick_modes.py`; with
-# one thread, measured earlier, 381 s: exercise 1 129 s, 2 92 s, 3 7 s, 4 2 s, 5 150 s).
+# `--quick` took 237 s on an idle 2-core machine (2 threads, `benchmarks/quick_modes.py`).
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads

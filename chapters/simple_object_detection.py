@@ -18,13 +18,9 @@
 #     python -m chapters.simple_object_detection --quick --exercises   # + the exercise table
 #     python -m chapters.simple_object_detection --predict 8           # reuse the saved model
 #
-# `--quick` (12000 scenes, offline MobileNetV2) took 149-152 s wall and 154-157 CPU seconds
-# with one thread (OMP_NUM_THREADS=1, seeds 0-3) on a 2-core machine where it was the only
-# busy process (load 1), and 94 s with the default two threads on the idle machine (seed 0:
-# shape accuracy 0.970, mean IoU 0.711). Since the frozen base runs 16 scenes at a time (to
-# keep the peak memory low), seed 0 with two threads ends at 0.975 and 0.696, in 165 s on a
-# quiet machine of another day (`benchmarks/README.md`); the numbers are in "Settings" and
-# "Evaluation" below.
+# `--quick` (12000 scenes, offline MobileNetV2) takes about 2.5 minutes on a 2-core machine
+# (94-165 s measured with two threads). The measurements behind its settings, other seeds and
+# the exercises' table: [docs/chapter-notes.md](../docs/chapter-notes.md#simple_object_detection).
 
 # %%
 import utils  # sets OMP_NUM_THREADS before MXNet loads
@@ -43,8 +39,8 @@ from utils.cli import PIXELS, fraction, non_negative_int, positive_int, size_in
 from utils.bbox import decode, detection_metrics
 from utils.errors import UserError, one_line
 from utils.files import checked_path, damage, write_json
-from utils.heads import conv3x3_head, conv_head, text_head
-from utils.loss import ScaledMSELoss, TwoOutputLoss
+from utils.heads import conv3x3_head, conv_head
+from utils.loss import TwoOutputLoss
 from utils.plotting import plt, save_figure
 from utils.scenes import CANVAS_SIZE, make_scenes
 
@@ -56,40 +52,17 @@ from utils.scenes import CANVAS_SIZE, make_scenes
 # example's train.js, run without those flags, defaults to 2000 scenes and 100 + 100 epochs;
 # without `--quick` this chapter takes those defaults (2000 scenes, 224 px, the Flatten head,
 # 100 + 100 epochs), which overfit: a Flatten head of 3.8 M weights (MobileNetV2 at 224 px) on
-# 1700 training scenes. The chapter prints the text's settings beside its own. `--quick` uses what
-# makes it work on a CPU in a few minutes: 12000 scenes, 128 px input, a small convolutional head
-# before the text's Dense layers (`conv3x3`, see 5.2.2), 20 epochs of phase 1 and one of phase 2,
-# and the learning rate divided by 5 half-way through each phase (counted in steps, so the single
-# phase-2 epoch drops too).
-#
-# Why so few phase-2 epochs: with this head, phase 1 does most of the work, and phase 2 is
-# the expensive phase (it runs three MobileNet blocks forward and backward, 24 s an epoch here
-# against 0.8 s for a phase-1 epoch). Measured with one thread (OMP_NUM_THREADS=1) on a
-# 2-core machine, otherwise idle (the first run shared it in its last minutes, load up to
-# 3.8); seed 0, shape accuracy and mean IoU on 200 fresh scenes, CPU seconds (user + system)
-# of the whole run:
-#
-# | `--quick` | scenes | epochs (phase 1 + 2) | head | shape acc | mean IoU | CPU s |
-# |---|---|---|---|---|---|---|
-# | before | 12000 | 12 + 6 | `conv` | 0.990 | 0.639 | 302 |
-# | now | 12000 | 20 + 1 | `conv3x3` | 0.975 | 0.721 | 154 |
-#
-# The 148.7 s of the second run's wall time: 93 for the cached pass over 12000 scenes, 17
-# for phase 1 (and 12 to run the frozen tail once for its inputs), 24 for phase 2, the rest
-# loading, test scenes and evaluation. Fewer scenes (`--num-examples`) cost less and lose
-# box precision (seeds 0 / 1): 8000 scenes 0.970 / 0.995 shape accuracy, 0.669 / 0.694 IoU,
-# 105 CPU s; 10000 scenes 0.960 / 0.995, 0.702 / 0.690, 132 CPU s; 12000 scenes
-# 0.975 / 0.990, 0.721 / 0.710, 154 CPU s.
+# 1700 training scenes. The chapter prints the text's settings beside its own. `--quick` uses
+# what works on a CPU in a few minutes: 12000 scenes, 128 px input, a small convolutional head
+# before the text's Dense layers (`conv3x3`, see 5.2.2), 20 epochs of phase 1 and one of phase
+# 2, and the learning rate divided by 5 half-way through each phase (counted in steps, so the
+# single phase-2 epoch drops too). With this head phase 1 does most of the work, and phase 2 is
+# the expensive phase (three MobileNet blocks forward and backward): one epoch shows it at work.
 #
 # The phase-2 learning rate defaults to 2e-4, not the text's 2e-3. RMSProp moves every weight
-# by about the learning rate per step whatever its gradient (about 3x that in the first
-# steps, before its running average fills), and the unfrozen blocks' weights are small
-# (median |w| 0.03-0.05): at 2e-3 they change by 5-15% per step and the features the head
-# learned in phase 1 fall apart. Measured (2000 scenes, 128 px, 6 + 2 epochs): at 2e-3 the
-# first phase-2 epoch's training loss jumped from 1384 to 53237 and the run ended at
-# validation loss 4054, shape accuracy 0.57 (chance), IoU 0.17; at 2e-4 the first epoch's loss
-# rose less (1956) and it ended at validation loss 1097, shape accuracy 0.95, IoU 0.49 (100
-# fresh scenes).
+# by about the learning rate per step whatever its gradient, and the unfrozen blocks' weights
+# are small (median |w| 0.03-0.05): at 2e-3 they change by 5-15% per step, the features the
+# head learned in phase 1 fall apart, and shape accuracy ends at chance.
 
 # %%
 args = utils.settings(
@@ -278,6 +251,14 @@ def load_base(name, pretrained):
     return utils.get_pretrained('mobilenetv2_1.0'), 'mobilenetv2_1.0'
 
 
+def load_truncated_base(name, pretrained):
+    """The text's loadTruncatedBase (listing 5.9): the base cut at BASES[name]['cut'], every
+    layer frozen, and the base's name. The fine-tuning layers are picked by the Detector, from
+    --unfreeze (the exercises try several)."""
+    net, name = load_base(name, pretrained)
+    return utils.freeze(net.features[:BASES[name]['cut']]), name
+
+
 # %% [markdown]
 # Frozen means frozen: `grad_req='null'` and BatchNorm switched to `use_global_stats=True`
 # (`utils.freeze`), so running statistics never move, also in the unfrozen blocks, whose
@@ -286,48 +267,36 @@ def load_base(name, pretrained):
 # differences.
 #
 # A `Detector` is the frozen `prefix` of the base (cached), its `tail` (frozen in phase 1,
-# partly trained in phase 2) and a new head, one of three (`utils.heads`):
+# partly trained in phase 2: the text's `fineTuningLayers`) and a new head, one of three:
 #
-# - `text`: the text's, Flatten -> Dense(200, relu) -> Dense(5);
+# - `text`: the text's `buildNewHead`, Flatten -> Dense(200, relu) -> Dense(5), below;
 # - `conv`: a 1x1 convolution to 16 channels first, which keeps where things are (the box
-#   needs it) with 16x fewer Dense weights;
+#   needs it) with 16x fewer Dense weights (`utils.heads`);
 # - `conv3x3` (`--quick`): a 1x1 convolution to 32 channels and two 3x3 convolutions first,
-#   and dropout 0.5 before the Dense layer. Each 3x3 convolution combines a cell of the 8x8
-#   grid (at 128 px) with its eight neighbours, so the cells around a box's edges are read
-#   together.
+#   and dropout 0.5 before the Dense layer (`utils.heads`). Each 3x3 convolution combines a
+#   cell of the 8x8 grid (at 128 px) with its eight neighbours, so the cells around a box's
+#   edges are read together.
 #
-# What each part buys, in phase 1 alone (base frozen, 12000 scenes of seed 0, 30 epochs,
-# the chapter's phase-1 settings; shape accuracy and mean IoU on 1000 fresh scenes; CPU
-# seconds per epoch, one thread), from `python -m benchmarks.detection_heads`:
-#
-# | head | train loss | val loss | shape acc | mean IoU | CPU s/epoch |
-# |---|---|---|---|---|---|
-# | `text` | 71.5 | 1212.4 | 0.915 | 0.440 | 0.76 |
-# | `conv` | 94.5 | 457.6 | 0.970 | 0.578 | 0.31 |
-# | one 3x3 convolution, then the text's head | 16.6 | 336.0 | 0.975 | 0.646 | 0.79 |
-# | two 3x3 convolutions | 18.4 | 246.8 | 0.985 | 0.670 | 1.04 |
-# | two 3x3 convolutions, dropout 0.5 | 63.1 | 215.3 | 0.982 | 0.703 | 1.18 |
-# | `conv3x3` (a 1x1 convolution to 32 channels first) | 53.3 | 161.9 | 0.979 | 0.720 | 1.00 |
-#
-# The `text` and `conv` heads learn the training scenes (training loss far below the
-# validation loss) more than where boxes are; each 3x3 convolution brings the validation
-# loss down, and dropout keeps the last ones from memorising. After `--quick`'s 20 epochs
-# `conv3x3` is at validation loss 166.3 and mean IoU 0.705 (0.707 on the 200 test scenes the
-# chapter uses for seed 0); `--quick`'s one phase-2 epoch then takes the chapter to 148.3
-# and 0.721 on those 200. Ten more phase-1 epochs would have reached as far (0.726 on those
-# 200 after 30 epochs): with this head the frozen ImageNet features already carry most of
-# what the box needs, and phase 2 is kept to one epoch (24 s) to show the text's second
-# phase at work.
+# The text's head learns the training scenes more than where boxes are (its training loss
+# ends far below its validation loss); each 3x3 convolution brings the validation loss down,
+# and dropout keeps the last ones from memorising (`python -m benchmarks.detection_heads`).
 #
 # Every part is hybridized with `static_alloc` and `static_shape`: MXNet then plans the
-# memory of a graph once and reuses it. Without `static_shape` every call allocated and freed
-# its buffers again: the cached pass through `features[:13]` cost 8.4 CPU ms per scene with
-# `static_alloc` alone and 10.1 with neither, against 6.6 with both (one thread,
-# `benchmarks/detection_stages.py --hybridize ...`), the difference mostly system time. A batch
-# of another size (the last one) makes MXNet plan again; results are the same.
+# memory of a graph once and reuses it, instead of allocating at every call.
+
 
 # %%
-HEADS = {'text': text_head, 'conv': lambda outputs: conv_head(16, outputs),
+# @save utils.heads
+def build_new_head(outputs=5):
+    """The text's buildNewHead (listing 5.9): Flatten -> Dense(200, relu) -> Dense(5)."""
+    head = nn.HybridSequential(prefix='head_')
+    with head.name_scope():
+        head.add(nn.Flatten(), nn.Dense(200, activation='relu'), nn.Dense(outputs))
+    return head
+
+
+# %%
+HEADS = {'text': build_new_head, 'conv': lambda outputs: conv_head(16, outputs),
          'conv3x3': lambda outputs: conv3x3_head(32, outputs)}
 STATIC = dict(static_alloc=True, static_shape=True)
 # Scenes per forward pass through the base's blocks at the input size. A graph allocated
@@ -347,6 +316,7 @@ class Detector:
         cut = BASES[base]['cut']
         self.prefix = utils.freeze(features[:start])
         self.tail = utils.freeze(features[start:cut]) if start < cut else None
+        self.fine_tuning_layers = [] if self.tail is None else [self.tail[i] for i in self.trained]
         self.head = HEADS[head](outputs)
         self.head.initialize(init.Xavier(), ctx=ctx)
         self.prefix.hybridize(**STATIC)
@@ -360,10 +330,9 @@ class Detector:
             self.net.collect_params().reset_ctx(ctx)
 
     def phase2(self):
-        """Unfreeze the tail's chosen layers (weights, and BatchNorm gamma/beta)."""
-        if self.tail is not None:
-            for i in self.trained:
-                utils.set_trainable(self.tail[i], True)
+        """Unfreeze the fine-tuning layers (weights, and BatchNorm gamma/beta)."""
+        for layer in self.fine_tuning_layers:
+            utils.set_trainable(layer, True)
         self.trainee.hybridize(**STATIC)
 
     def save(self, path, meta):
@@ -375,29 +344,51 @@ class Detector:
 # %% [markdown]
 # ## The loss (listing 5.10)
 #
-# `ScaledMSELoss` (utils.loss) is the text's `customLossFunction`: the mean squared error of
-# the prediction against `label * [224, 1, 1, 1, 1]`, so the shape (0 or 224) weighs as much
-# as the box coordinates (0-224). At inference a scene is a rectangle when the first output
-# is above 112. Its factor is 1, not Gluon's L2Loss's 1/2: loss values compare with the text.
+# The text's `customLossFunction`: the mean squared error of the prediction against
+# `label * labelMultiplier`, `[224, 1, 1, 1, 1]`, so that the shape (0 or 224) weighs as much
+# as the box coordinates (0-224); at inference a scene is a rectangle when the first output is
+# above 112. In Gluon a loss is a `Loss` block called as `loss(prediction, label)`, returning
+# one value per scene (`utils.train_arrays` averages them); `ScaledMSELoss(1)` is the unscaled
+# loss of exercise 5. Its factor is 1, not Gluon's L2Loss's 1/2: loss values compare with the
+# text's.
+
+# %%
+# @save utils.loss
+class ScaledMSELoss(gluon.loss.Loss):
+    """The text's customLossFunction: mean squared error against `label * [scale, 1, 1, 1, 1]`
+    (labelMultiplier), per sample the mean over the 5 columns."""
+
+    def __init__(self, scale=CANVAS_SIZE, **kwargs):
+        super().__init__(weight=None, batch_axis=0, **kwargs)
+        self.scale = float(scale)
+
+    def hybrid_forward(self, F, pred, label):
+        shape = F.slice_axis(label, axis=1, begin=0, end=1) * self.scale
+        target = F.concat(shape, F.slice_axis(label, axis=1, begin=1, end=None), dim=1)
+        return F.mean(F.square(pred - target), axis=1)
+
+
+custom_loss_function = ScaledMSELoss(CANVAS_SIZE)
+
 
 # %% [markdown]
 # ### The text's names and this chapter's
 #
 # | the text (train.js, listings 5.9-5.11) | here |
 # |---|---|
-# | `loadTruncatedBase()` | `load_base` and `Detector` (`features[:cut]`, `BASES`) |
-# | `truncatedBase` | `Detector.prefix` + `Detector.tail` (`features[:cut]`) |
+# | `loadTruncatedBase()` | `load_truncated_base` (`load_base` picks the base, `BASES`) |
+# | `truncatedBase` | `truncated_base`; `Detector.prefix` + `Detector.tail` |
 # | `topLayerGroupNames`, `topLayerName` | `BASES[base]['cut']`, `--unfreeze` |
-# | `fineTuningLayers` | `Detector.trained` (indices in the tail), from `tail_layout` |
-# | `buildNewHead()` | `utils.heads.text_head` (`--head text`) |
+# | `fineTuningLayers` | `Detector.fine_tuning_layers`, from `tail_layout` |
+# | `buildNewHead()` | `build_new_head` (`--head text`) |
 # | `buildObjectDetectionModel()` | `Detector(...)`, `Detector.net` |
-# | `labelMultiplier`, `customLossFunction` | `ScaledMSELoss(CANVAS_SIZE)` (`utils.loss`) |
+# | `labelMultiplier`, `customLossFunction` | `ScaledMSELoss(CANVAS_SIZE)`, `custom_loss_function` |
 # | `CANVAS_SIZE` | `CANVAS_SIZE` (`utils.scenes`) |
 # | `model.compile(...)`, `model.fit(...)` | `gluon.Trainer(...)`, `utils.train_arrays(...)` |
 # | `args.numExamples`, `args.batchSize` | `--num-examples`, `--batch-size` |
 # | `initialTransferEpochs`, `fineTuningEpochs` | `--initial-epochs`, `--fine-tuning-epochs` |
 # | `validationSplit` | `--validation-split` |
-# | synthetic_images.js (the scene generator the text names) | `utils.make_scenes` |
+# | synthetic_images.js (named by the text, not listed) | `utils.make_scenes` |
 
 # %% [markdown]
 # ## Cached features
@@ -430,8 +421,8 @@ def scene_features(net, n, seed, size, chunk=64, start=0):
 
 
 if training:
-    net, base = load_base(args.base, pretrained=not args.random_base)
-    features = net.features
+    truncated_base, base = load_truncated_base(args.base, pretrained=not args.random_base)
+    features = truncated_base
     snapshot = {name: p.data().copy() for name, p in features.collect_params().items()}
     print('Base %s cut at features[:%d], input %d px, head %s'
           % (base, BASES[base]['cut'], args.input_size, args.head))
@@ -515,8 +506,8 @@ def train_detector(args, features, base, cache, ctx, *, head, unfreeze, loss_fn,
                                 args.fine_tuning_epochs, ctx, args.seed + 1, args.lr_drop,
                                 label='Fine-tune epoch')
     last = h2 if h2['loss'] else h1
-    return det, {'phase1': h1, 'phase2': h2, 'final_loss': last['loss'][-1],
-                 'final_val_loss': last['val_loss'][-1] if last['val_loss'] else None,
+    return det, {'history': {'phase1': h1, 'phase2': h2}, 'final_loss': last['loss'][-1],
+                 'val_loss': last['val_loss'][-1] if last['val_loss'] else None,
                  'phase1_sec_per_epoch': float(np.mean(h1['seconds'])),
                  'phase2_sec_per_epoch': float(np.mean(h2['seconds'])) if h2['seconds']
                  else None,
@@ -527,16 +518,14 @@ def target_means(loss_fn, labels, outputs):
     """What the network should output on average, for its output layer's initial bias."""
     if outputs == 6:   # two outputs: logits (0, 0), then the box
         return np.concatenate([[0.0, 0.0], labels[:, 1:5].mean(axis=0)])
-    scale = loss_fn.scale if isinstance(loss_fn, ScaledMSELoss) else 1.0
+    scale = getattr(loss_fn, 'scale', 1.0)  # ScaledMSELoss's label multiplier
     return np.concatenate([[labels[:, 0].mean() * scale], labels[:, 1:5].mean(axis=0)])
 
 
 if training:
-    loss_fn = ScaledMSELoss(CANVAS_SIZE)
-    start = time.time()
+    loss_fn = custom_loss_function
     det, record = train_detector(args, features, base, cache_for(args.unfreeze), ctx,
                                  head=args.head, unfreeze=args.unfreeze, loss_fn=loss_fn)
-    train_seconds = time.time() - start
 
 # %% [markdown]
 # ## Evaluation on fresh scenes
@@ -544,27 +533,12 @@ if training:
 # Shape accuracy (rectangle iff the first output > 112) and mean intersection over union of
 # the predicted and true boxes (`utils.bbox`), on scenes the model never saw, from images
 # through the whole detector. The model is saved with what `--predict` needs to rebuild it.
-# Measured (`--quick`, offline MobileNetV2, 200 fresh scenes, one thread on an otherwise idle
-# 2-core machine):
-#
-# | seed | shape acc | mean IoU | val loss after phase 1, after phase 2 | wall s | CPU s |
-# |---|---|---|---|---|---|
-# | 0 | 0.975 | 0.721 | 166.3, 148.3 | 148.7 | 153.6 |
-# | 1 | 0.990 | 0.710 | 183.7, 146.1 | 149.8 | 154.3 |
-# | 2 | 0.990 | 0.710 | 145.4, 125.0 | 149.7 | 154.6 |
-# | 3 | 0.990 | 0.714 | 172.4, 140.9 | 151.7 | 156.7 |
-#
-# (Wall seconds as the chapter prints them; CPU seconds, user + system, of the whole process.)
 #
 # The text's reference: with 20000 scenes, 100 epochs of phase 1 and 200 of phase 2 at 224
-# px, the validation loss ends below 100. `--quick` ends at 125-148 (table above; a later run
-# of seed 0, one thread on a heavily shared machine, ended at 162.4, shape accuracy 0.970,
-# mean IoU 0.703; since the frozen base runs 16 scenes at a time, to keep the peak memory
-# low, seed 0 with two threads ended at 138.2, 0.975 and 0.696)
-# after 20 + 1 epochs on 12000 scenes at 128 px, with a convolutional head:
-# fewer scenes, far fewer epochs, a smaller input. The loss is the same function (the text's
-# scaled mean squared error, factor 1), so the numbers compare; the text gives no shape
-# accuracy or IoU.
+# px, the validation loss ends below 100. `--quick` ends near 125-165 after 20 + 1 epochs on
+# 12000 scenes at 128 px, with a convolutional head: fewer scenes, far fewer epochs, a smaller
+# input. The loss is the same function (the text's scaled mean squared error, factor 1), so
+# the numbers compare; the text gives no shape accuracy or IoU.
 
 
 # %%
@@ -579,7 +553,7 @@ def evaluate(det, images, labels, size, ctx, mode='scaled'):
 
 if training:
     out, metrics = evaluate(det, test_images, test_labels, args.input_size, ctx)
-    val_loss = record['final_val_loss']
+    val_loss = record['val_loss']
     print('Validation loss %.1f; on %d fresh scenes: shape accuracy %.3f, mean IoU %.3f'
           % (val_loss, args.test_scenes, metrics['shape_acc'], metrics['mean_iou']))
     grid = draw_predictions(test_images[:12], test_labels[:12], out[:12], 'scaled',
@@ -589,14 +563,8 @@ if training:
     det.save(args.params, {'base': base, 'unfreeze': args.unfreeze, 'head': args.head,
                            'input_size': args.input_size})
     print('Model saved to %s; predictions drawn in %s' % (args.params, grid))
-    run.metrics.update(base=base, input_size=args.input_size, head=args.head,
-                       num_examples=args.num_examples, val_loss=val_loss,
-                       shape_acc=metrics['shape_acc'], mean_iou=metrics['mean_iou'],
-                       cache_seconds=round(cache_seconds, 1),
-                       train_seconds=round(train_seconds, 1),
-                       phase1_sec_per_epoch=record['phase1_sec_per_epoch'],
-                       phase2_sec_per_epoch=record['phase2_sec_per_epoch'],
-                       history={'phase1': record['phase1'], 'phase2': record['phase2']})
+    run.metrics.update(metrics, **record, base=base, cache_seconds=round(cache_seconds, 1),
+                       **{key: vars(args)[key] for key in ('input_size', 'head', 'num_examples')})
 
 # %% [markdown]
 # ## Exercises: label scaling, how many layers to unfreeze, two outputs, the text's head
@@ -610,40 +578,15 @@ if training:
 #
 # The two-output variant is what info box 5.3 describes, and what the Hands-on ML notes'
 # classification + localisation example compiles: two losses, weighted (there 0.8 for the
-# class and 0.2 for the box, "depending on what you care most about"). The weights depend on
-# the units of the box. Here boxes are in pixels: at the start (the output at the mean box)
-# the box MSE is about 2076 px^2 (the variance of the coordinates over 2000 scenes) and the
-# cross-entropy log 2 = 0.69, so 0.8 / 0.2 would make the box 750 times the class; on boxes
-# scaled to [0, 1] (MSE divided by 224^2) 0.8 / 0.2 would make it 0.015 times. The chapter's
-# 1e-3 (2.1 against 0.69) starts the two at a similar size. One
-# table: shape accuracy and mean IoU on the fresh scenes, seconds per epoch. Loss values of
-# different losses do not compare. Each variant starts from the ImageNet weights: they are
-# restored before its features are cached, since caching runs the base's frozen blocks, which
-# the previous variant may have fine-tuned.
+# class and 0.2 for the box). The weights depend on the units of the box. Here boxes are in
+# pixels: at the start the box MSE is about 2076 px^2 and the cross-entropy log 2 = 0.69, so
+# 1e-3 starts the two at a similar size. Loss values of different losses do not compare; the
+# table's shape accuracy and mean IoU do. Each variant starts from the ImageNet weights,
+# restored before its features are cached.
 #
-# Measured with `--quick --exercises --head conv --num-examples 4000 --initial-epochs 10
-# --fine-tuning-epochs 2` (200 fresh scenes, seed 0; an idle 2-core machine, 2 threads, 139 s
-# in all; `--head conv` was `--quick`'s head when the table was first made):
-#
-# | variant | final val loss | shape acc | mean IoU | s/epoch phase 1 | s/epoch phase 2 |
-# |---|---|---|---|---|---|
-# | reference: scaled MSE, conv head, unfreeze 3 | 617.5 | 0.965 | 0.506 | 0.2 | 8.2 |
-# | ex. 5: no label scaling (MSE, threshold 0.5) | 216.5 | 0.580 | 0.549 | 0.2 | 5.5 |
-# | ex. 7: unfreeze 1 | 674.8 | 0.945 | 0.494 | 0.2 | 2.1 |
-# | ex. 7: unfreeze 5 | 564.6 | 0.965 | 0.533 | 0.1 | 7.2 |
-# | two outputs: softmax CE + 1e-3 x box MSE | 0.5 | 0.940 | 0.518 | 0.2 | 5.0 |
-# | the text's Flatten head | 1409.1 | 0.870 | 0.428 | 0.2 | 5.4 |
-#
-# Without the scaling the shape is barely learned (0.580, near chance) while the box is as
-# good: the box errors swamp the shape's 0-1 error, as the text says. Unfreezing more blocks
-# costs more per phase-2 epoch (2.1 s for one block, 7.2 for five) and lowers the loss: one
-# block is too few here (0.945 / 0.494), five do a little better than three on the boxes. Two
-# outputs (a softmax for the shape, the boxes weighted 1e-3) classify less well than the
-# text's single scaled output at this budget (0.940 against 0.965), with boxes about as good;
-# the text's Flatten head does worst. (An earlier version of this table cached each
-# variant's features before restoring the ImageNet weights, so its "unfreeze 1" and "two
-# outputs" rows were measured on blocks the previous variant had fine-tuned; the rows above
-# were all measured from the ImageNet weights.)
+# What to look for: without the scaling the shape is barely learned while the box is as good
+# (the box errors swamp the shape's 0-1 error, as the text says); unfreezing more blocks costs
+# more per phase-2 epoch and lowers the loss.
 
 
 # %%
@@ -655,7 +598,7 @@ def restore(features, snapshot):
 
 if training and args.exercises:
     def times(record):
-        return [record['final_val_loss'], record['phase1_sec_per_epoch'],
+        return [record['val_loss'], record['phase1_sec_per_epoch'],
                 record['phase2_sec_per_epoch']]
 
     def row(name, m, record):

@@ -313,7 +313,8 @@ def test_training_on_three_devices_with_a_last_batch_of_two(chapter):
         det, record = chapter['train_detector'](
             args, features, 'mobilenetv2_1.0', ((x, labels), 34), ctx, head='conv',
             unfreeze=3, loss_fn=ScaledMSELoss())
-        assert len(record['phase1']['loss']) == 1 and len(record['phase2']['loss']) == 1
+        history = record['history']
+        assert len(history['phase1']['loss']) == 1 and len(history['phase2']['loss']) == 1
         assert np.isfinite(record['final_loss'])
         params = det.trainee.collect_params()
         for name, param in params.items():

@@ -67,7 +67,7 @@ def test_quick_faces_settings_given_on_the_command_line_win(run_chapter, capsys)
 
 
 def test_the_exercises_data_keeps_every_face_photo():
-    """hotdog_or_faces without faces_settings (the exercises, feature extraction): all 160."""
+    """hotdog_or_faces as the exercises and feature extraction call it: all 160 photos."""
     args = argparse.Namespace(dataset='faces', seed=0, quick=True)
     train_imgs, test_imgs, dataset, examples = utils.hotdog_or_faces(args, 32)
     assert (dataset, len(train_imgs), len(test_imgs)) == ('faces', 160, 40)

@@ -400,9 +400,11 @@ class Run:
         """Path of a PNG in the output folder."""
         return os.path.join(self.args.out, name)
 
-    def finish(self):
-        """Say where the figures are and the wall time; write the metrics when asked. Returns
-        nothing: a notebook's last cell would otherwise show the whole metrics dict."""
+    def finish(self, **metrics):
+        """Add `metrics` (the run's results), say where the figures are and the wall time;
+        write the metrics when asked. Returns nothing: a notebook's last cell would otherwise
+        show the whole metrics dict."""
+        self.metrics.update(metrics)
         self.metrics['wall_seconds'] = round(time.time() - self.start, 1)
         print('Figures in %s; wall time %.1f sec'
               % (os.path.abspath(self.args.out), self.metrics['wall_seconds']))

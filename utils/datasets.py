@@ -192,58 +192,57 @@ def hotdog_folder(args):
     return None
 
 
-def hotdog_or_faces(args, size, resize_hotdog=True, faces_settings=None):
-    """(train_imgs, test_imgs, data set name, examples) at `size`-pixel crops, with the
-    text's train_augs and test_augs, from HOTDOG_SETTINGS and `args.seed`.
+def hotdog_or_faces(args, size, resize_hotdog=True, folder='find', transforms=None):
+    """(train_imgs, test_imgs, data set name, examples) at `size`-pixel crops, from
+    HOTDOG_SETTINGS and `args.seed`.
 
-    --dataset auto: hotdog when it can be downloaded (or is in data/), else faces offline.
+    folder: the extracted hotdog folder, None for the offline faces, or 'find' to ask
+    hotdog_folder (--dataset auto: hotdog when it can be downloaded or is in data/, else the
+    faces). transforms: (train, test) functions of (image, label), given images resized once
+    (resize_side); by default the text's train_augs and test_augs through `transform`.
     `args.per_class` (if the chapter has it; default all): training images kept per class,
-    drawn with `args.seed` (utils.few_shot.per_class_subset). `faces_settings`: settings
-    {name: value} that replace those of `args` when the faces are used, except the ones
-    given on the command line (`args.given`).
+    drawn with `args.seed` (utils.few_shot.per_class_subset).
     examples: [(photo, its true class or None)] for classify_hotdog; a photo is a file name
     or a uint8 HWC image (a held-out face photo).
     """
-    folder = hotdog_folder(args)
+    if folder == 'find':
+        folder = hotdog_folder(args)
+    if transforms is None:
+        train_augs, test_augs = augmentations(size, resize=False)
+        transforms = (lambda X, y: transform(X, y, train_augs),
+                      lambda X, y: transform(X, y, test_augs))
     if folder:
-        return _hotdog_data(folder, size, resize_hotdog, _per_class(args), args.seed)
-    for name, value in (faces_settings or {}).items():
-        if name not in getattr(args, 'given', ()):
-            setattr(args, name, value)
-    return _face_data(size, args.seed, _per_class(args))
+        return _hotdog_data(folder, size, transforms, resize_hotdog, _per_class(args),
+                            args.seed)
+    return _face_data(size, transforms, args.seed, _per_class(args))
 
 
 def _per_class(args):
     return getattr(args, 'per_class', None) or ALL
 
 
-def _hotdog_data(folder, size, resize=True, per_class=ALL, seed=0):
+def _hotdog_data(folder, size, transforms, resize=True, per_class=ALL, seed=0):
     # Decoded and resized once (in memory when it fits): each epoch repeats only the flip and
     # the crop. The augmentations therefore start after the resize step.
-    train_augs, test_augs = augmentations(size, resize=False)
     side = resize_side(size, resize)
     train_folder = image_folder(os.path.join(folder, 'train'))
     keep = per_class_subset([label for _, label in train_folder.items], per_class, seed)
     train_folder.items = [train_folder.items[i] for i in keep]
-    train_imgs = decode_once(train_folder, side, lambda X, y: transform(X, y, train_augs),
-                             name='hotdog train')
-    test_imgs = decode_once(image_folder(os.path.join(folder, 'test')), side,
-                            lambda X, y: transform(X, y, test_augs), name='hotdog test')
+    train_imgs = decode_once(train_folder, side, transforms[0], name='hotdog train')
+    test_imgs = decode_once(image_folder(os.path.join(folder, 'test')), side, transforms[1],
+                            name='hotdog test')
     # held-out photos of each class, with their true class
     examples = [(test_imgs.items[i][0], test_imgs.synsets[test_imgs.items[i][1]])
                 for i in (0, 1, len(test_imgs) - 2, len(test_imgs) - 1)]
     return train_imgs, test_imgs, 'hotdog', examples
 
 
-def _face_data(size, seed, per_class=ALL):
+def _face_data(size, transforms, seed, per_class=ALL):
     # The 25-pixel photos are resized once, to what the resize step would give, then cropped.
-    train_augs, test_augs = augmentations(size, resize=False)
     (train_x, train_y), (test_x, test_y), synsets = load_faces(size * 256 // 224, seed=seed)
     keep = per_class_subset(train_y, per_class, seed)
-    train_imgs = ArrayImageDataset(train_x[keep], train_y[keep], synsets,
-                                   transform=lambda X, y: transform(X, y, train_augs))
-    test_imgs = ArrayImageDataset(test_x, test_y, synsets,
-                                  transform=lambda X, y: transform(X, y, test_augs))
+    train_imgs = ArrayImageDataset(train_x[keep], train_y[keep], synsets, transform=transforms[0])
+    test_imgs = ArrayImageDataset(test_x, test_y, synsets, transform=transforms[1])
     # the first two held-out photos of each class at their own 25 pixels (classify_hotdog
     # resizes them as the test set was), then two photos from outside the data set: a face,
     # and a coffee cup that is neither class

@@ -1,18 +1,17 @@
-"""The fine-tuning text's recipe, shared by its chapter and its exercises: which pretrained
-network, and its `train` (hybridize, SGD, softmax cross-entropy, utils.train)."""
+"""The fine-tuning text's recipe, shared by its chapter and its exercises: its settings and
+its `train` (saved from chapters/fine_tuning.py, see bookgen.saved), and which pretrained
+network."""
 from mxnet import gluon
 
-from .block import release_graph, set_bn_momentum
+import utils  # the saved train_fine_tuning calls utils.train, as the text does
 from .cli import PIXELS, fraction, non_negative_float, one_of, opt
 from .errors import UserError
 from .model_store import get_pretrained, known_models
 from .torchvision_weights import OFFLINE_MODEL
-from .training import train
 
 MODEL_FOR = {'hotdog': 'resnet18_v2', 'faces': OFFLINE_MODEL}
 
-# The settings of the text's train() (utils.cli.settings), shared by the chapter and its
-# exercises: the text's values, and what --quick changes for a short run on a CPU.
+# @saved from chapters/fine_tuning.py: edit it there, then `python -m bookgen.saved`
 FINE_TUNING_SETTINGS = dict(
     model=opt('auto', "pretrained model: auto (hotdog: resnet18_v2 from the model store, "
                       "faces: mobilenetv2_1.0 from the offline weights) or any name "
@@ -54,31 +53,31 @@ def pretrained_for(dataset, model='auto'):
         return OFFLINE_MODEL, get_pretrained(OFFLINE_MODEL)
 
 
+# @saved from chapters/fine_tuning.py: edit it there, then `python -m bookgen.saved`
 def train_fine_tuning(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10,
                       learning_rate=0.01, wd=0.001, output_lr_mult=1.0, bn_momentum=0.9,
                       progress=None, seed=None, first_epoch=0):
     """The text's train(): hybridize, SGD, softmax cross-entropy, utils.train on `ctx`.
 
     output_lr_mult: learning-rate multiplier of `net.output`; bn_momentum: of every BatchNorm's
-    running averages (the fine-tuning chapter tells why --quick lowers it). first_epoch: as in
-    utils.train, for a schedule trained in several calls. Returns the history.
+    running averages. first_epoch: as in utils.train, for a schedule trained in several calls.
+    Returns the history.
     """
-    set_bn_momentum(net, bn_momentum)
+    utils.set_bn_momentum(net, bn_momentum)
     train_data = gluon.data.DataLoader(train_imgs, batch_size, shuffle=True)
     test_data = gluon.data.DataLoader(test_imgs, batch_size)
 
     # make sure the parameters live on ctx
     net.collect_params().reset_ctx(ctx)
-    # static_alloc without static_shape: with it, training MobileNetV2 at 96 px (batch 32)
-    # took the process to 1.3 GiB, then 1.5 as test batches of other sizes came, against
-    # 1.0-1.1 GiB here, for the same CPU time (python -m benchmarks.graph_memory).
+    # static_alloc without static_shape, which took more memory for the same time
+    # (python -m benchmarks.graph_memory)
     net.hybridize(static_alloc=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     if output_lr_mult != 1:
         net.output.collect_params().setattr('lr_mult', output_lr_mult)
     trainer = gluon.Trainer(net.collect_params(), 'sgd', {
         'learning_rate': learning_rate, 'wd': wd})
-    history = train(train_data, test_data, net, loss, trainer, ctx, epochs,
-                    progress=progress, seed=seed, first_epoch=first_epoch)
-    release_graph(net)  # a net kept for later gives its training buffers back
+    history = utils.train(train_data, test_data, net, loss, trainer, ctx, epochs,
+                          progress=progress, seed=seed, first_epoch=first_epoch)
+    utils.release_graph(net)  # a net kept for later gives its training buffers back
     return history

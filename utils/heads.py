@@ -1,9 +1,11 @@
-"""New output heads put on a truncated base network (the detection chapter's three)."""
+"""New output heads put on a truncated base network (the detection chapter's three): the
+text's `build_new_head` (saved from the chapter, see bookgen.saved) and two of the port's."""
 from mxnet.gluon import nn
 
 
-def text_head(outputs=5):
-    """The text's head (listing 5.9): Flatten -> Dense(200, relu) -> Dense(5)."""
+# @saved from chapters/simple_object_detection.py: edit it there, then `python -m bookgen.saved`
+def build_new_head(outputs=5):
+    """The text's buildNewHead (listing 5.9): Flatten -> Dense(200, relu) -> Dense(5)."""
     head = nn.HybridSequential(prefix='head_')
     with head.name_scope():
         head.add(nn.Flatten(), nn.Dense(200, activation='relu'), nn.Dense(outputs))

@@ -1,16 +1,14 @@
-"""The losses of the detection chapter: the text's scaled mean squared error, and two outputs."""
+"""The losses of the detection chapter: the text's scaled mean squared error (saved from the
+chapter, see bookgen.saved), and two outputs."""
 from mxnet import gluon
 
 from .scenes import CANVAS_SIZE
 
 
+# @saved from chapters/simple_object_detection.py: edit it there, then `python -m bookgen.saved`
 class ScaledMSELoss(gluon.loss.Loss):
-    """The text's `customLossFunction`: mean squared error against `label * [224, 1, 1, 1, 1]`.
-
-    Per sample, the mean over the 5 columns of (prediction - scaled label)^2, with no factor
-    1/2 (Gluon's L2Loss halves); averaged over a batch it is `tf.metrics.meanSquaredError`.
-    `scale=1` is the unscaled variant of exercise 5.
-    """
+    """The text's customLossFunction: mean squared error against `label * [scale, 1, 1, 1, 1]`
+    (labelMultiplier), per sample the mean over the 5 columns."""
 
     def __init__(self, scale=CANVAS_SIZE, **kwargs):
         super().__init__(weight=None, batch_axis=0, **kwargs)

@@ -1,5 +1,6 @@
-"""The fine-tuning text's image augmentations, its transform of (image, label) pairs, and a
-numpy crop with per-batch normalisation for nets whose loader is the bottleneck."""
+"""The fine-tuning text's image augmentations, its transform of (image, label) pairs (saved
+from chapters/fine_tuning.py, see bookgen.saved), and a numpy crop with per-batch
+normalisation for nets whose loader is the bottleneck."""
 import math
 import random
 
@@ -32,10 +33,10 @@ def resize_side(size, resize=True):
     return size * 256 // 224 if resize and size != 224 else None
 
 
+# @saved from chapters/fine_tuning.py: edit it there, then `python -m bookgen.saved`
 def transform(data, label, augs):
-    """The text's transform: augment an HWC image, then CHW, normalised for ImageNet nets
-    (the text feeds raw 0-255 pixels and lets ResNet's first BatchNorm absorb the scale;
-    MobileNetV2's weights need the real thing)."""
+    """The text's transform: augment an HWC image with values 0-255, make it CHW, and
+    normalise it for ImageNet nets (the port's addition)."""
     data = data.astype('float32')
     for aug in augs:
         data = aug(data)
