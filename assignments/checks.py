@@ -81,11 +81,13 @@ class Worker:
         sandbox.track(self.process, True)
         self.loaded = set()
 
-    def ask(self, request, payload=b'', seconds=CHECK_SECONDS):
-        """The worker's answer (a dict) to one request; raises TimeoutError or EOFError."""
+    def ask(self, request, payload=b'', seconds=None):
+        """The worker's answer (a dict) to one request, within `seconds` (CHECK_SECONDS);
+        raises TimeoutError or EOFError."""
         _send(self._out, json.dumps(request).encode())
         _send(self._out, payload)
-        return json.loads(_receive(self._in, time.monotonic() + seconds).decode())
+        deadline = time.monotonic() + (seconds or CHECK_SECONDS)
+        return json.loads(_receive(self._in, deadline).decode())
 
     def stop(self):
         """Kill the worker (it may be running a check that will never end)."""

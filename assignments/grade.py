@@ -644,6 +644,20 @@ def refused(tests, reason):
             for t in tests]
 
 
+def grade_student(folder, tests, jobs=1, timeout=None, box=None):
+    """(results or None, note) of one student of a class: a folder that is a link is refused
+    (it could name another student's folder), a fault of the grader's marked in the note."""
+    try:
+        if os.path.islink(folder):
+            note = 'refused: the folder is a symbolic link'
+            return refused(tests, note + ': hand in the files themselves'), note
+        return grade(folder, tests, jobs, timeout, box), ''
+    except (KeyboardInterrupt, GradeError):
+        raise
+    except Exception as err:  # a fault of the grader's: this student is marked, not lost
+        return None, 'ungradable: %s' % sandbox_first_line(err)
+
+
 def setup(tests, box=None):
     """The grader's own set-up, before any student is scored: each tests file's prepare()
     (weights, data) and a probe process that starts. Raises GradeError naming the cause."""
@@ -868,18 +882,8 @@ def _main(args):
     rows = []
     for student in students:
         start = time.time()
-        note = ''
-        folder = os.path.join(args.class_dir, student)
-        try:
-            if os.path.islink(folder):
-                note = 'refused: the folder is a symbolic link'
-                results = refused(tests, note + ': hand in the files themselves')
-            else:
-                results = grade(folder, tests, args.jobs, args.timeout, box)
-        except (KeyboardInterrupt, GradeError):
-            raise
-        except Exception as err:  # a fault of the grader's: this student is marked, not lost
-            results, note = None, 'ungradable: %s' % sandbox_first_line(err)
+        results, note = grade_student(os.path.join(args.class_dir, student), tests,
+                                      args.jobs, args.timeout, box)
         seconds = time.time() - start
         rows.append((student, results, seconds, note))
         per = totals(results or [])
