@@ -6,11 +6,13 @@
 SUBMISSION_DIR holds the student's files as handed out (`a1_data_parallel/data_parallel.py`,
 ..., directly or under `assignments/`; or the notebook handed out, `boxes.ipynb` for `boxes.py`,
 of which only the cells marked as graded are taken). The student's code runs only in sandboxed probe
-processes (assignments.sandbox), which hand back data; every verdict is computed here, by
-the tests' checks, on that data. Every test gets a score and a short reason. Hidden tests
-show only passed / failed and their points, unless the teacher asks with --show-hidden; the
-per-student feedback files never show more. A test whose probe crashes, loops, prints or
-writes too much scores 0; the other tests and students are graded as usual.
+processes (assignments.sandbox), which hand back data; every verdict is computed by the
+tests' checks on that data, in the grader's check processes (assignments.checks), bounded in
+time and memory. Every test gets a score and a short reason, escaped (assignments.shown).
+Hidden tests show only passed / failed and their points, unless the teacher asks with
+--show-hidden; the per-student feedback files never show more. A test whose probe crashes,
+loops, prints or writes too much, or whose check crashes, loops or blows up on its data,
+scores 0; the other tests and students are graded as usual.
 """
 import argparse
 import ast
@@ -258,6 +260,8 @@ def check_npz(payload):
     no array larger than its member, no pickled object. Raises ValueError."""
     import numpy as np
     from numpy.lib import format as npy
+    if payload.count(b'PK\x01\x02') > MEMBER_LIMIT:  # before zipfile lists the members
+        raise ValueError('more than %d arrays' % MEMBER_LIMIT)
     with zipfile.ZipFile(io.BytesIO(payload)) as archive:
         members = archive.infolist()
         if len(members) > MEMBER_LIMIT:
@@ -680,7 +684,7 @@ def setup(tests, box=None):
 def feedback(results, show_hidden=False, verbose=False):
     """Results as shown: a hidden test keeps only its name, status and points unless
     show_hidden; tracebacks and output only with verbose."""
-    shown = []
+    out = []
     for r in results:
         r = dict(r)
         r.pop('calls', None)
@@ -691,8 +695,8 @@ def feedback(results, show_hidden=False, verbose=False):
             r['seconds'] = None  # its time could carry what the student's code saw
         elif not verbose:
             r['traceback'] = r['output'] = ''
-        shown.append(r)
-    return shown
+        out.append(r)
+    return out
 
 
 def student_feedback(results, verbose=False):
@@ -863,14 +867,14 @@ def _main(args):
     if args.submission:
         start = time.time()
         results = grade(args.submission, tests, args.jobs, args.timeout, box)
-        shown = feedback(results, args.show_hidden, args.verbose)
-        report(shown, sys.stdout)
-        seconds = shown_seconds(shown, time.time() - start)
+        visible = feedback(results, args.show_hidden, args.verbose)
+        report(visible, sys.stdout)
+        seconds = shown_seconds(visible, time.time() - start)
         if args.json:
-            write_atomic(args.json, to_json(shown, seconds))
+            write_atomic(args.json, to_json(visible, seconds))
         if args.gradescope:
             from assignments import gradescope
-            gradescope.write_results(args.gradescope, shown, seconds)
+            gradescope.write_results(args.gradescope, visible, seconds)
         return 0
     # a link among the students is listed, to be refused: it could name another's folder
     students = sorted(d for d in os.listdir(args.class_dir)

@@ -280,6 +280,8 @@ def pick_submission(folder, submission_file):
         return notebook
     try:
         handed_out = _read_notebook(notebook)['metadata'][META]['handout_sha256']
+        if os.path.getsize(script) > SIZE_LIMIT:  # not what was handed out: not read
+            return script
         with open(script, 'rb') as f:
             untouched = _handout_hash(f.read().decode('utf-8')) == handed_out
     except (NotebookError, KeyError, TypeError, UnicodeDecodeError, OSError):
