@@ -187,6 +187,9 @@ class Checkers:
                     return False, 'the grader could not load its tests (%s)' % err, ''
             try:
                 answer = worker.ask({'file': tests_file, 'test': test_name}, payload)
+                if answer.get('retire'):
+                    worker.stop()
+                    worker = None
                 return bool(answer['passed']), str(answer['reason'])[:REASON_LIMIT], \
                     str(answer.get('traceback', ''))
             except TimeoutError:
@@ -262,7 +265,10 @@ def serve(read_fd, write_fd):
                           % grade.sandbox_first_line(err), 'traceback': ''}
             else:
                 passed, reason, trace = grade.judge(function, data)
-                answer = {'passed': passed, 'reason': reason, 'traceback': trace}
+                # an error other than a failed assertion (MemoryError, MXNetError, ...) may
+                # leave MXNet in a state the next student's check should not meet
+                answer = {'passed': passed, 'reason': reason, 'traceback': trace,
+                          'retire': not passed and reason.startswith(grade.WRONG_FORM)}
             del payload
         _send(write_fd, json.dumps(answer).encode())
 

@@ -532,6 +532,9 @@ def checkers(size=1):
     return _checkers[0]
 
 
+WRONG_FORM = 'the results do not have the expected form'
+
+
 def judge(function, data):
     """One check on a probe's observations: (passed, reason, traceback). The public tests
     in a notebook give their feedback lines through it too."""
@@ -544,8 +547,8 @@ def judge(function, data):
             return False, str(err).strip()[:300] or 'a check failed', \
                 traceback.format_exc()[-TRACEBACK_LIMIT:]
         except Exception as err:  # observations of the wrong form, or too large (MemoryError)
-            return False, 'the results do not have the expected form (%s)' % (
-                sandbox_first_line(err)), traceback.format_exc()[-TRACEBACK_LIMIT:]
+            return False, '%s (%s)' % (WRONG_FORM, sandbox_first_line(err)), \
+                traceback.format_exc()[-TRACEBACK_LIMIT:]
 
 
 # ---------------------------------------------------------------------------------------------
