@@ -5,9 +5,9 @@ crashes MXNet when it is rebuilt, arrays that take gigabytes once cast, a networ
 minutes to run. So the grader never runs a check itself: a worker process (`python -m
 assignments.checks`, a fresh interpreter started by the grader) loads the tests files, decodes
 each probe's observations and runs the check on them. A check that crashes its worker, runs
-past CHECK_SECONDS or past CHECK_MEMORY fails its test alone, with a reason; the worker is
-replaced and the class goes on. Workers run one check at a time (MXNet's front end is not
-thread-safe); the grader keeps as many as it runs probe processes at once.
+past CHECK_SECONDS of CPU time (or WALL_FACTOR times that in all) or past CHECK_MEMORY fails
+its test alone, with a reason; the worker is replaced and the class goes on. A worker runs
+one check at a time (MXNet's front end is not thread-safe).
 """
 import json
 import os
@@ -19,7 +19,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHECK_SECONDS = 60  # wall seconds for one check (the few-shot check takes about 7 s)
+CHECK_SECONDS = 60  # CPU seconds for one check (a2's few-shot check takes about 7 s)
+WALL_FACTOR = 5  # and at most this many times as long in all: a busy machine, or a hang
 CHECK_MEMORY = int(os.environ.get('GRADE_CHECK_MEMORY', 4 * 2**30))  # bytes of address space
 CHECK_THREADS = 2  # OpenMP threads of a check process
 START_SECONDS = 180  # a worker's start, and loading a tests file (its prepare(): weights)
@@ -39,13 +40,13 @@ def _send(fd, data):
         data = data[os.write(fd, data):]
 
 
-def _read_exactly(fd, n, deadline=None):
+def _read_exactly(fd, n, within=None):
+    """n bytes from fd; while waiting, within() (when given) says whether to wait on."""
     import select
     chunks, left = [], n
     while left:
-        if deadline is not None:
-            wait = deadline - time.monotonic()
-            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+        while within is not None and not select.select([fd], [], [], 0.25)[0]:
+            if not within():
                 raise TimeoutError()
         chunk = os.read(fd, min(left, 2**20))
         if not chunk:
@@ -55,9 +56,9 @@ def _read_exactly(fd, n, deadline=None):
     return b''.join(chunks)
 
 
-def _receive(fd, deadline=None):
-    size, = struct.unpack('<Q', _read_exactly(fd, 8, deadline))
-    return _read_exactly(fd, size, deadline)
+def _receive(fd, within=None):
+    size, = struct.unpack('<Q', _read_exactly(fd, 8, within))
+    return _read_exactly(fd, size, within)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,13 +88,27 @@ class Worker:
         sandbox.track(self.process, True)
         self.loaded = set()
 
+    def cpu_seconds(self):
+        """CPU time the worker used so far (0 where /proc cannot tell)."""
+        try:
+            with open('/proc/%d/stat' % self.process.pid) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
     def ask(self, request, payload=b'', seconds=None):
-        """The worker's answer (a dict) to one request, within `seconds` (CHECK_SECONDS);
-        raises TimeoutError or EOFError."""
+        """The worker's answer (a dict) to one request, within `seconds` (CHECK_SECONDS) of
+        its CPU time and WALL_FACTOR times that in all; raises TimeoutError or EOFError."""
+        seconds = seconds or CHECK_SECONDS
         _send(self._out, json.dumps(request).encode())
         _send(self._out, payload)
-        deadline = time.monotonic() + (seconds or CHECK_SECONDS)
-        return json.loads(_receive(self._in, deadline).decode())
+        cpu, start = self.cpu_seconds(), time.monotonic()
+
+        def within():
+            return time.monotonic() - start < seconds * WALL_FACTOR and \
+                self.cpu_seconds() - cpu < seconds
+        return json.loads(_receive(self._in, within).decode())
 
     def stop(self):
         """Kill the worker (it may be running a check that will never end)."""
@@ -124,7 +139,10 @@ class Worker:
 
 
 class Checkers:
-    """Up to `size` workers, started when needed, each running one check at a time."""
+    """Up to `size` workers, started when needed, each running one check at a time. The
+    grader keeps one: checks then run one at a time beside the probe processes, as many
+    OpenMP processes as before checks had processes of their own (more, on two cores, slow
+    every one of them down)."""
 
     def __init__(self, size=1):
         self.size, self._idle, self._count = max(1, size), [], 0
@@ -195,8 +213,8 @@ class Checkers:
             except TimeoutError:
                 worker.stop()
                 worker = None
-                return False, 'the check on these results ran past its time limit of %d s' \
-                    % CHECK_SECONDS, ''
+                return False, 'the check on these results ran past its time limit (%d s of ' \
+                    'CPU time, %d s in all)' % (CHECK_SECONDS, CHECK_SECONDS * WALL_FACTOR), ''
             except (EOFError, OSError, ValueError, KeyError, TypeError):
                 time.sleep(0.05)  # let it end, to say how
                 worker.stop()

@@ -183,8 +183,8 @@ WALK_LIMIT = 10000  # entries looked at for links in one assignment folder
 
 def first_link(submission_dir, folder):
     """The first symbolic link on the way from submission_dir to `folder` or inside it; None
-    when there is none. A link could make another
-    student's folder, or the teacher's, pass for this one."""
+    when there is none. A link could make another student's folder, or the teacher's, pass
+    for this one."""
     relative = os.path.relpath(folder, submission_dir)
     path = submission_dir
     for part in relative.split(os.sep):
@@ -592,7 +592,6 @@ def grade(submission_dir, tests, jobs=1, timeout=None, box=None, record_calls=Fa
         raise GradeError('%s is not a folder: give the folder of one student\'s submission'
                          % submission_dir)
     box = box or default_sandbox()
-    checkers(jobs)
     slots = Slots(jobs)
     results = {}
     scratch = tempfile.mkdtemp(prefix='grade-copy-')

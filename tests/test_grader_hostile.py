@@ -219,6 +219,12 @@ def test_hangs(seen):
 
 
 @graded(1, probe=hand_back)
+def test_spins(seen):
+    while True:
+        pass
+
+
+@graded(1, probe=hand_back)
 def test_takes_memory(seen):
     np.ones(seen['n'] // 8).sum()
 
@@ -234,12 +240,16 @@ def test_a_check_that_crashes_hangs_or_takes_memory_fails_alone(tmp_path, monkey
     folder.mkdir()
     (folder / 'tests.py').write_text(BOUNDED_TESTS)
     tests = {t.name: t for t in grade.read_all_tests(str(tmp_path))}
-    monkeypatch.setattr(checks, 'CHECK_SECONDS', 3)
+    monkeypatch.setattr(checks, 'CHECK_SECONDS', 2)
+    monkeypatch.setattr(checks, 'WALL_FACTOR', 3)  # a sleep uses no CPU time: 6 s in all
     payload = runner.encode({'n': 2 ** 40})
     results = {name: grade.check(tests[name], grade.Observation('ok', payload=payload))
-               for name in ('test_crashes', 'test_hangs', 'test_takes_memory', 'test_fine')}
+               for name in ('test_crashes', 'test_hangs', 'test_spins', 'test_takes_memory',
+                            'test_fine')}
     assert 'crashed (' in results['test_crashes']['reason'], results
-    assert 'past its time limit of 3 s' in results['test_hangs']['reason'], results
+    assert 'past its time limit (2 s of CPU time, 6 s in all)' in results['test_hangs'][
+        'reason'], results
+    assert 'past its time limit' in results['test_spins']['reason'], results
     assert 'MemoryError' in results['test_takes_memory']['reason'], results
     assert results['test_fine']['points'] == 1, results
     assert sum(r['points'] for r in results.values()) == 1
