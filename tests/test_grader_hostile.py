@@ -453,3 +453,17 @@ def test_a_hostile_class_is_graded_to_the_end(tmp_path):
     assert points['graph'] == {'a4_iou_loss': 9, 'a5_freeze_base': 1, 'total': 10}
     for name in ('surrogate', 'graph'):
         (tmp_path / 'feedback' / (name + '.json')).read_bytes().decode('utf-8')
+
+
+def test_the_copies_handed_out_hold_the_whole_grader(tmp_path):
+    """The student's and the autograder's copies import the grader and its check process
+    from themselves."""
+    student, autograder = build.build(str(tmp_path / 'dist'))
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    for copy in (student, autograder):
+        run = subprocess.run(
+            [sys.executable, '-c', 'import assignments.grade, assignments.checks, '
+             'assignments.shown; print(assignments.checks.__file__)'],
+            cwd=copy, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip().startswith(copy), run.stdout
