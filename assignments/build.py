@@ -28,7 +28,7 @@ from assignments import grade, markers, notebooks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FRAMEWORK = ('__init__.py', 'grade.py', 'runner.py', 'sandbox.py', 'testing.py', 'markers.py',
-             'build.py', 'notebooks.py', 'gradescope.py')
+             'build.py', 'notebooks.py', 'gradescope.py', 'checks.py', 'shown.py')
 STUDENT_README = """# Assignments
 
 Each folder holds a statement (statement.md), the file to complete and its public tests.

@@ -6,11 +6,13 @@
 SUBMISSION_DIR holds the student's files as handed out (`a1_data_parallel/data_parallel.py`,
 ..., directly or under `assignments/`; or the notebook handed out, `boxes.ipynb` for `boxes.py`,
 of which only the cells marked as graded are taken). The student's code runs only in sandboxed probe
-processes (assignments.sandbox), which hand back data; every verdict is computed here, by
-the tests' checks, on that data. Every test gets a score and a short reason. Hidden tests
-show only passed / failed and their points, unless the teacher asks with --show-hidden; the
-per-student feedback files never show more. A test whose probe crashes, loops, prints or
-writes too much scores 0; the other tests and students are graded as usual.
+processes (assignments.sandbox), which hand back data; every verdict is computed by the
+tests' checks on that data, in the grader's check processes (assignments.checks), bounded in
+time and memory. Every test gets a score and a short reason, escaped (assignments.shown).
+Hidden tests show only passed / failed and their points, unless the teacher asks with
+--show-hidden; the per-student feedback files never show more. A test whose probe crashes,
+loops, prints or writes too much, or whose check crashes, loops or blows up on its data,
+scores 0; the other tests and students are graded as usual.
 """
 import argparse
 import ast
@@ -30,12 +32,12 @@ import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
-from assignments import markers, notebooks, sandbox
+from assignments import checks, markers, notebooks, sandbox, shown
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ASSIGNMENT_DIR = re.compile(r'^a\d+_\w+$')
 UNPACKED_LIMIT = 256 * 2**20  # bytes: the arrays of one probe's observations, unpacked
-CHECK_LOCK = threading.Lock()  # MXNet's front end is not thread-safe: one check at a time
+TRACEBACK_LIMIT = 8000  # characters of a check's traceback kept for the teacher
 
 
 class GradeError(Exception):
@@ -172,6 +174,37 @@ class Missing(Exception):
     """The student's folder lacks the file to grade (the message says which)."""
 
 
+class Refused(Exception):
+    """The student's folder holds a symbolic link (the message names it)."""
+
+
+WALK_LIMIT = 10000  # entries looked at for links in one assignment folder
+
+
+def first_link(submission_dir, folder):
+    """The first symbolic link on the way from submission_dir to `folder` or inside it; None
+    when there is none. A link could make another student's folder, or the teacher's, pass
+    for this one."""
+    relative = os.path.relpath(folder, submission_dir)
+    path = submission_dir
+    for part in relative.split(os.sep):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            return path
+        if not os.path.isdir(path):
+            return None
+    seen = 0
+    for root, dirs, files in os.walk(folder):
+        for name in sorted(dirs + files):
+            seen += 1
+            if os.path.islink(os.path.join(root, name)):
+                return os.path.join(root, name)
+        if seen > WALK_LIMIT:
+            raise sandbox.FolderTooLarge('%s holds more than %d files' % (
+                os.path.relpath(folder, submission_dir), WALK_LIMIT))
+    return None
+
+
 def submission_source(submission_dir, assignment, submission_file, target):
     """Copy the student's folder of `assignment` into `target`, ready to grade: the one
     place where a student's folder becomes the source file(s) the probes import.
@@ -183,6 +216,10 @@ def submission_source(submission_dir, assignment, submission_file, target):
     sandbox.FolderTooLarge, or notebooks.NotebookError (one line naming the notebook)."""
     for folder in (os.path.join(submission_dir, assignment),
                    os.path.join(submission_dir, 'assignments', assignment)):
+        link = first_link(submission_dir, folder)
+        if link:
+            raise Refused('%s is a symbolic link: hand in the files themselves, not links'
+                          % link)
         path = notebooks.pick_submission(folder, submission_file)
         if path is None:
             continue
@@ -201,19 +238,56 @@ def submission_source(submission_dir, assignment, submission_file, target):
 # Probes: run in the sandbox, a process per group, again alone after a failure
 
 class Observation:
-    """What one probe handed back (status 'ok' and data), or why it handed back nothing."""
+    """What one probe handed back (status 'ok' and its npz bytes), or why it handed back
+    nothing. The grader never decodes the bytes itself: a check process does (`data` is for
+    tests and tools that look at them)."""
 
-    def __init__(self, status, message='', data=None, output='', seconds=0.0, calls=()):
-        self.status, self.message, self.data, self.output = status, message, data, output
+    def __init__(self, status, message='', payload=b'', output='', seconds=0.0, calls=()):
+        self.status, self.message, self.payload, self.output = status, message, payload, output
         self.seconds, self.calls = seconds, list(calls)
+
+    @property
+    def data(self):
+        return decode(self.payload) if self.status == 'ok' else None
+
+
+MEMBER_LIMIT = 10000  # arrays in one probe's observations
+
+
+def check_npz(payload):
+    """Check a probe's npz bytes without unpacking them: at most MEMBER_LIMIT arrays,
+    UNPACKED_LIMIT bytes in all by the archive's own sizes (which the reading then holds to),
+    no array larger than its member, no pickled object. Raises ValueError."""
+    import numpy as np
+    from numpy.lib import format as npy
+    if payload.count(b'PK\x01\x02') > MEMBER_LIMIT:  # before zipfile lists the members
+        raise ValueError('more than %d arrays' % MEMBER_LIMIT)
+    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+        members = archive.infolist()
+        if len(members) > MEMBER_LIMIT:
+            raise ValueError('more than %d arrays' % MEMBER_LIMIT)
+        if sum(i.file_size for i in members) > UNPACKED_LIMIT:
+            raise ValueError('more than %d MB of arrays' % (UNPACKED_LIMIT // 2**20))
+        for member in members:
+            with archive.open(member) as f:
+                version = npy.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError('%s: npy format %s' % (member.filename[:40], version))
+                shape, _, dtype = (npy.read_array_header_1_0 if version == (1, 0)
+                                   else npy.read_array_header_2_0)(f)
+                size = dtype.itemsize
+                for n in shape:
+                    size *= n
+                if dtype.hasobject or size > member.file_size:
+                    raise ValueError('%s: an array of %s %s in %d bytes' % (
+                        member.filename[:40], shape, dtype, member.file_size))
+    return np
 
 
 def decode(payload):
-    """A probe's npz bytes as a dict of numpy arrays and JSON values (never pickles)."""
-    import numpy as np
-    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-        if sum(i.file_size for i in archive.infolist()) > UNPACKED_LIMIT:
-            raise ValueError('more than %d MB of arrays' % (UNPACKED_LIMIT // 2**20))
+    """A probe's npz bytes as a dict of numpy arrays and JSON values (never pickles), once
+    check_npz() has found them within the limits."""
+    np = check_npz(payload)
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         data = {key: npz[key] for key in npz.files}
     text = json.loads(bytes(data.pop('__text__', np.zeros(0, np.uint8)).tobytes()) or b'{}')
@@ -320,7 +394,8 @@ def _follow(process, channel, probes, timeout):
                 calls = header.get('calls') or []
                 if status == 'ok':
                     try:
-                        done[current] = Observation('ok', data=decode(payload),
+                        check_npz(payload)
+                        done[current] = Observation('ok', payload=payload,
                                                     seconds=seconds, calls=calls)
                     except Exception as err:
                         done[current] = Observation('error', 'unreadable observations (%s)'
@@ -438,13 +513,27 @@ def check(test, observation):
                       seconds=observation.seconds)
         return result
     start = time.time()
-    function = getattr(tests_module(test.tests_file), test.name)
-    with CHECK_LOCK:
-        passed, reason, trace = judge(function, observation.data)
+    passed, reason, trace = checkers().run(test.tests_file, test.name, observation.payload)
     result.update(status='passed' if passed else 'failed', points=test.points if passed else 0,
                   reason=reason, traceback=trace)
     result['seconds'] = round(observation.seconds + time.time() - start, 2)
     return result
+
+
+_checkers = []
+
+
+def checkers(size=1):
+    """The processes that run the checks (assignments.checks), at least `size` of them."""
+    if not _checkers:
+        import atexit
+        _checkers.append(checks.Checkers(size))
+        atexit.register(_checkers[0].close)
+    _checkers[0].grow(size)
+    return _checkers[0]
+
+
+WRONG_FORM = 'the results do not have the expected form'
 
 
 def judge(function, data):
@@ -456,10 +545,11 @@ def judge(function, data):
             function(data)
             return True, '', ''
         except AssertionError as err:
-            return False, str(err).strip()[:300] or 'a check failed', traceback.format_exc()
-        except Exception as err:  # observations of the wrong form
-            return False, 'the results do not have the expected form (%s)' % (
-                sandbox_first_line(err)), traceback.format_exc()
+            return False, str(err).strip()[:300] or 'a check failed', \
+                traceback.format_exc()[-TRACEBACK_LIMIT:]
+        except Exception as err:  # observations of the wrong form, or too large (MemoryError)
+            return False, '%s (%s)' % (WRONG_FORM, sandbox_first_line(err)), \
+                traceback.format_exc()[-TRACEBACK_LIMIT:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,9 +605,9 @@ def grade(submission_dir, tests, jobs=1, timeout=None, box=None, record_calls=Fa
             target = os.path.join(scratch, assignment)
             try:
                 submission_source(submission_dir, assignment, mine[0].submission_file, target)
-            except (Missing, sandbox.FolderTooLarge, notebooks.NotebookError) as err:
+            except (Missing, Refused, sandbox.FolderTooLarge, notebooks.NotebookError) as err:
                 status = 'bad_notebook' if isinstance(err, notebooks.NotebookError) \
-                    else 'missing'
+                    else 'not_allowed' if isinstance(err, Refused) else 'missing'
                 for t in mine:
                     results[t.name, assignment] = dict(new_result(t), status=status,
                                                        reason=str(err))
@@ -553,7 +643,27 @@ def grade(submission_dir, tests, jobs=1, timeout=None, box=None, record_calls=Fa
             pool.shutdown(wait=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return [results[t.name, t.assignment] for t in tests]
+    return [shown.record(results[t.name, t.assignment]) for t in tests]
+
+
+def refused(tests, reason):
+    """Every test's record for a submission refused as a whole (reason: one line)."""
+    return [shown.record(dict(new_result(t), status='not_allowed', reason=reason))
+            for t in tests]
+
+
+def grade_student(folder, tests, jobs=1, timeout=None, box=None):
+    """(results or None, note) of one student of a class: a folder that is a link is refused
+    (it could name another student's folder), a fault of the grader's marked in the note."""
+    try:
+        if os.path.islink(folder):
+            note = 'refused: the folder is a symbolic link'
+            return refused(tests, note + ': hand in the files themselves'), note
+        return grade(folder, tests, jobs, timeout, box), ''
+    except (KeyboardInterrupt, GradeError):
+        raise
+    except Exception as err:  # a fault of the grader's: this student is marked, not lost
+        return None, 'ungradable: %s' % sandbox_first_line(err)
 
 
 def setup(tests, box=None):
@@ -564,13 +674,10 @@ def setup(tests, box=None):
         raise GradeError(box.refusal())
     for path in sorted({t.tests_file for t in tests}):
         what = os.path.basename(os.path.dirname(path))
-        try:
-            module = tests_module(path)
-            if hasattr(module, 'prepare'):
-                module.prepare()
-        except Exception as err:
-            raise GradeError('setting up %s failed, nobody was graded: %s'
-                             % (what, sandbox_first_line(err)))
+        try:  # in a check process, where the checks will run
+            checkers().load(path)
+        except checks.SetupError as err:
+            raise GradeError('setting up %s failed, nobody was graded: %s' % (what, err))
     problem = box.self_test()
     if problem:
         raise GradeError('the sandbox does not work here, nobody was graded: %s' % problem)
@@ -583,7 +690,7 @@ def setup(tests, box=None):
 def feedback(results, show_hidden=False, verbose=False):
     """Results as shown: a hidden test keeps only its name, status and points unless
     show_hidden; tracebacks and output only with verbose."""
-    shown = []
+    out = []
     for r in results:
         r = dict(r)
         r.pop('calls', None)
@@ -591,10 +698,11 @@ def feedback(results, show_hidden=False, verbose=False):
             r['status'] = 'passed' if r['status'] == 'passed' else 'failed'
             r['reason'] = 'hidden test'
             r['traceback'] = r['output'] = ''
+            r['seconds'] = None  # its time could carry what the student's code saw
         elif not verbose:
             r['traceback'] = r['output'] = ''
-        shown.append(r)
-    return shown
+        out.append(r)
+    return out
 
 
 def student_feedback(results, verbose=False):
@@ -644,11 +752,18 @@ def write_atomic(path, text):
 
 
 def to_json(results, seconds):
+    """seconds None: not told (a student's view of a run with hidden tests)."""
     per = totals(results)
     return json.dumps({'tests': results, 'assignments': {
         k: {'points': g, 'max_points': m} for k, (g, m) in per.items()},
         'total': sum(g for g, _ in per.values()), 'max_total': sum(m for _, m in per.values()),
-        'seconds': round(seconds, 1)}, indent=1) + '\n'
+        'seconds': None if seconds is None else round(seconds, 1)}, indent=1) + '\n'
+
+
+def shown_seconds(shown_results, seconds):
+    """The run's seconds as the results shown may tell them: none when a hidden test's time
+    is hidden (the run's time adds it up)."""
+    return None if any(r['seconds'] is None for r in shown_results) else seconds
 
 
 def class_csv(rows, assignments):
@@ -658,9 +773,10 @@ def class_csv(rows, assignments):
     writer.writerow(['student'] + assignments + ['total', 'max_total', 'seconds', 'note'])
     for student, results, seconds, note in rows:
         per = totals(results or [])
-        writer.writerow([student] + ['%g' % per.get(a, (0, 0))[0] for a in assignments] + [
+        writer.writerow([shown.csv_cell(student)] + [
+            '%g' % per.get(a, (0, 0))[0] for a in assignments] + [
             '%g' % sum(g for g, _ in per.values()), '%g' % sum(m for _, m in per.values()),
-            '%.1f' % seconds, note])
+            '%.1f' % seconds, shown.csv_cell(note)])
     return out.getvalue()
 
 
@@ -726,6 +842,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character
+        if hasattr(stream, 'reconfigure'):
+            stream.reconfigure(errors='backslashreplace')
     try:
         return _main(args)
     except (KeyboardInterrupt, sandbox.Stopped):
@@ -759,14 +878,16 @@ def _main(args):
     if args.submission:
         start = time.time()
         results = grade(args.submission, tests, args.jobs, args.timeout, box)
-        shown = feedback(results, args.show_hidden, args.verbose)
-        report(shown, sys.stdout)
+        visible = feedback(results, args.show_hidden, args.verbose)
+        report(visible, sys.stdout)
+        seconds = shown_seconds(visible, time.time() - start)
         if args.json:
-            write_atomic(args.json, to_json(shown, time.time() - start))
+            write_atomic(args.json, to_json(visible, seconds))
         if args.gradescope:
             from assignments import gradescope
-            gradescope.write_results(args.gradescope, shown, time.time() - start)
+            gradescope.write_results(args.gradescope, visible, seconds)
         return 0
+    # a link among the students is listed, to be refused: it could name another's folder
     students = sorted(d for d in os.listdir(args.class_dir)
                       if os.path.isdir(os.path.join(args.class_dir, d))
                       and not d.startswith('.'))
@@ -776,25 +897,20 @@ def _main(args):
     rows = []
     for student in students:
         start = time.time()
-        note = ''
-        try:
-            results = grade(os.path.join(args.class_dir, student), tests, args.jobs,
-                            args.timeout, box)
-        except (KeyboardInterrupt, GradeError):
-            raise
-        except Exception as err:  # a fault of the grader's: this student is marked, not lost
-            results, note = None, 'ungradable: %s' % sandbox_first_line(err)
+        results, note = grade_student(os.path.join(args.class_dir, student), tests,
+                                      args.jobs, args.timeout, box)
         seconds = time.time() - start
         rows.append((student, results, seconds, note))
         per = totals(results or [])
-        print('%-20s %5g/%g  (%.1f s)%s' % (student, sum(g for g, _ in per.values()),
+        print('%-20s %5g/%g  (%.1f s)%s' % (shown.line(student), sum(g for g, _ in per.values()),
                                             sum(m for _, m in per.values()), seconds,
-                                            '  ' + note if note else ''))
+                                            '  ' + shown.line(note) if note else ''))
         if (args.verbose or args.show_hidden) and results is not None:  # the teacher's view
             report(feedback(results, args.show_hidden, args.verbose), sys.stdout)
         if args.feedback_dir and results is not None:
+            mine = student_feedback(results, args.verbose)
             write_atomic(os.path.join(args.feedback_dir, student + '.json'),
-                         to_json(student_feedback(results, args.verbose), seconds))
+                         to_json(mine, shown_seconds(mine, seconds)))
         if args.csv:  # rewritten whole after each student: a crash keeps every row so far
             write_atomic(args.csv, class_csv(rows, assignments))
     if args.csv:

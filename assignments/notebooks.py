@@ -28,7 +28,10 @@ SUFFIX = '.ipynb'
 META = 'gluon_transfer'  # the key of this project's metadata, in the notebook and its cells
 MARKER = '# GRADED CELL'
 MARKER_LINE = MARKER + ': only cells like this one are graded; keep your whole answer in them'
-SIZE_LIMIT = 64 * 2**20  # bytes: a larger notebook is not read
+# The grader reads a notebook as JSON and parses its graded cells: both cost many times their
+# size (16 MB of JSON up to 0.4 GB; 64 KB of `0;0;...` code about 60 MB as a syntax tree).
+SIZE_LIMIT = 16 * 2**20  # bytes: a larger notebook is not read
+GRADED_LIMIT = 64 * 2**10  # characters: the graded cells together, more are not parsed
 # a line IPython runs as a magic or a shell command: %magic, !cmd, x = %magic, x = !cmd, name?
 _MAGIC_LINE = re.compile(r'^\s*(?:[A-Za-z_][\w.]*\s*=\s*)?[%!]|^\s*\?|^\s*[\w.]+\?\??\s*$')
 # cell magics whose body is Python, run as usual: only their first line is dropped
@@ -236,6 +239,11 @@ def without_magics(source):
 def solution_source(notebook, path='<notebook>'):
     """The graded cells of a notebook (a dict), joined into the text of the file to grade."""
     graded = [cell for cell in notebook.get('cells', []) if _is_graded(cell)]
+    size = sum(len(_text(cell.get('source'))) for cell in graded)
+    if size > GRADED_LIMIT:
+        raise NotebookError('%s: its graded cells hold %d KB of code, more than the %d KB '
+                            'allowed: keep data and output out of them' % (
+                                path, size // 2**10, GRADED_LIMIT // 2**10))
     pieces = []
     for cell in graded:
         lines = _text(cell.get('source')).splitlines()
@@ -272,6 +280,8 @@ def pick_submission(folder, submission_file):
         return notebook
     try:
         handed_out = _read_notebook(notebook)['metadata'][META]['handout_sha256']
+        if os.path.getsize(script) > SIZE_LIMIT:  # not what was handed out: not read
+            return script
         with open(script, 'rb') as f:
             untouched = _handout_hash(f.read().decode('utf-8')) == handed_out
     except (NotebookError, KeyError, TypeError, UnicodeDecodeError, OSError):

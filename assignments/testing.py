@@ -43,13 +43,15 @@ def as_numpy(value):
 
 
 def assert_close(actual, expected, what, rtol=1e-5, atol=1e-6):
-    """Fail with a short message naming `what` and the largest difference."""
+    """Fail with a short message naming `what` and the largest difference. The shape and
+    type of `actual` (a probe's data) are checked before it is cast: a large array handed
+    back costs nothing more than it came in."""
     actual, expected = as_numpy(actual), as_numpy(expected).astype(np.float64)
     if actual.dtype.kind not in 'biuf':
         raise AssertionError('%s: not numbers (%s)' % (what, actual.dtype))
-    actual = actual.astype(np.float64)
     if actual.shape != expected.shape:
         raise AssertionError('%s: shape %s, expected %s' % (what, actual.shape, expected.shape))
+    actual = actual.astype(np.float64)
     if not np.all(np.isfinite(actual)) and np.all(np.isfinite(expected)):
         raise AssertionError('%s: not finite' % what)
     if not np.allclose(actual, expected, rtol=rtol, atol=atol):

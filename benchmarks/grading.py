@@ -90,11 +90,14 @@ def main(argv=None):
         if not student.startswith('reference'):
             continue
         for r in results:
+            if r['seconds'] is None:  # a hidden test: its time is not in the student's file
+                continue
             per_assignment.setdefault(r['assignment'], []).append(r['seconds'])
             per_test.setdefault((r['assignment'], r['test']), []).append(r['seconds'])
     print('\nfull correct submission: %.1f s (mean of %d), whole class %.1f s for %d '
           'submissions' % (sum(full) / len(full), len(full), wall, len(rows)))
-    print('\nper assignment of a full correct submission (its tests\' seconds added up):')
+    print('\nper assignment of a full correct submission (its public tests\' seconds added up; '
+          'the feedback files keep no time of a hidden test):')
     for assignment, seconds in sorted(per_assignment.items()):
         print('  %-18s %6.2f' % (assignment, sum(seconds) / len(full)))
     print('\nper test of a full correct submission (probe + check seconds; a probe shared by '

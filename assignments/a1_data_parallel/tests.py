@@ -43,7 +43,10 @@ def check_split(seen, batch, n):
                                                                         expected)
     xs, ys = [seen['x%d' % i] for i in range(used)], [seen['y%d' % i] for i in range(used)]
     for i, x in enumerate(xs):
-        assert np.shape(x)[0] > 0, 'slice %d is empty' % i
+        assert np.ndim(x) >= 1 and np.shape(x)[0] > 0, 'slice %d is empty' % i
+    rows = [sum(np.shape(part)[0] for part in parts) for parts in (xs, ys)]
+    assert rows == [batch, batch], 'the slices of X and y hold %s rows, the batch %d' % (
+        rows, batch)
     assert_close(np.concatenate(xs), np.arange(batch * 3).reshape((batch, 3)),
                  'the slices of X put back together')
     assert_close(np.concatenate(ys), np.arange(batch), 'the slices of y put back together')
@@ -105,8 +108,6 @@ def training_observations(sub, sizes, n, seed, **trainer_kwargs):
     seen = {}
     for step, (X, y) in enumerate(batches(seed, sizes)):
         X, y = nd.array(X), nd.array(y)
-        xs, _ = sub.split_batch(X, y, ctx)
-        seen['sizes%d' % step] = [x.shape[0] for x in xs]
         trainer.noted = None
         seen['loss%d' % step] = float(sub.train_step(net, loss, trainer, X, y, ctx))
         assert trainer.noted is not None, 'train_step did not update with the trainer'
@@ -119,33 +120,57 @@ def training_observations(sub, sizes, n, seed, **trainer_kwargs):
     return seen
 
 
+def slice_gradients(one, loss, X, y, start, stop):
+    """The one-device gradients of rows start..stop of the batch."""
+    with autograd.record():
+        part = loss(one(nd.array(X[start:stop])), nd.array(y[start:stop]))
+    part.backward()
+    return [param.grad().asnumpy() for param in one.collect_params().values()]
+
+
+def gradients_equal(seen, step, d, expected):
+    """Whether device d's gradients, as noted at step `step`, are `expected`."""
+    for p, value in enumerate(expected):
+        got = seen['grad%d_%d_%d' % (step, p, d)]
+        if np.shape(got) != value.shape or np.asarray(got).dtype.kind != 'f' or \
+                not np.allclose(got, value, rtol=1e-4, atol=1e-5):
+            return False
+    return True
+
+
 def check_training(seen, sizes, n, seed, **trainer_kwargs):
-    """Replays the steps on one device; compares gradients per device and every replica."""
+    """Replays the steps on one device; compares gradients per device and every replica.
+
+    Which rows each device trained on follows from its gradient: the first min(n, batch)
+    devices each hold the gradient of its own slice, consecutive and not empty, in the
+    order of the devices, together the whole batch; the others a zero gradient."""
     one = make_net([mx.cpu(0)], initial_weights(seed))
     trainer = gluon.Trainer(one.collect_params(), 'sgd', {'learning_rate': 0.5})
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     params = list(one.collect_params().values())
     for step, (X, y) in enumerate(batches(seed, sizes)):
-        split = np.asarray(seen['sizes%d' % step]).tolist()
-        assert sum(split) == len(X) and len(split) == min(n, len(X)), \
-            'step %d: split_batch gives slices of %s for %d examples on %d devices' % (
-                step, split, len(X), n)
-        start = 0
+        used, start = min(n, len(X)), 0
+        where = 'step %d (batch of %d on %d devices)' % (step, len(X), n)
         for d in range(n):
-            stop = start + (split[d] if d < len(split) else 0)
-            if stop > start:
-                with autograd.record():
-                    part = loss(one(nd.array(X[start:stop])), nd.array(y[start:stop]))
-                part.backward()
+            if d >= used:  # an idle device
+                expected, what = [np.zeros(p.shape, 'float32') for p in params], 'zero'
+            elif d == used - 1:  # the last slice: what is left
+                expected = slice_gradients(one, loss, X, y, start, len(X))
+                what = 'that of rows %d to %d' % (start, len(X) - 1)
+            else:
+                stops = range(start + 1, len(X) - (used - 1 - d) + 1)
+                found = [stop for stop in stops if gradients_equal(
+                    seen, step, d, slice_gradients(one, loss, X, y, start, stop))]
+                assert found, '%s: the gradient on cpu(%d) is not that of any slice of the ' \
+                    'batch from row %d on, leaving a row for each later device' % (
+                        where, d, start)
+                start = found[0]
+                continue
             for p, param in enumerate(params):
-                expected = param.grad().asnumpy() if stop > start else \
-                    np.zeros(param.shape, 'float32')
-                what = 'step %d (batch of %d on %d devices): the gradient of %s on cpu(%d)' % (
-                    step, len(X), n, param.name.split('_', 1)[-1], d)
-                what += ' (%s)' % ('its slice' if stop > start else 'an idle device: zero')
-                assert_close(seen['grad%d_%d_%d' % (step, p, d)], expected, what,
+                assert_close(seen['grad%d_%d_%d' % (step, p, d)], expected[p],
+                             '%s: the gradient of %s on cpu(%d) (%s)' % (
+                                 where, param.name.split('_', 1)[-1], d, what),
                              rtol=1e-4, atol=1e-5)
-            start = stop
         with autograd.record():
             expected_loss = loss(one(nd.array(X)), nd.array(y))
         expected_loss.backward()

@@ -70,7 +70,12 @@ def check_output(seen, classes, mult):
     for value, lr_mult in zip(params, seen['output_lr_mult']):
         assert lr_mult == mult, 'an output parameter has lr_mult %s, expected %s' % (
             lr_mult, mult)
-        value = np.asarray(value, dtype=np.float64)
+        value = np.asarray(value)
+        assert value.dtype.kind == 'f', 'an output parameter is not floats (%s)' % value.dtype
+        # at most a weight per class and feature (1280 of them) before it is cast
+        assert value.size <= classes * 1280, 'an output parameter has shape %s' % (
+            value.shape,)
+        value = value.astype(np.float64)
         if value.ndim > 1:  # weights: random, so neither constant nor ImageNet's rows
             assert value.shape[0] == classes, 'output weight has %d rows' % value.shape[0]
             assert value.std() > 1e-4, 'the output weight is not initialised at random'

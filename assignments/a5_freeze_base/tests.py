@@ -19,6 +19,9 @@ SUBMISSION_FILE = 'freeze.py'
 # the operators a frozen pre -> base -> head network is made of, and those a freeze may add
 OPERATORS = {'null', 'Convolution', 'BatchNorm', 'Activation', 'FullyConnected', 'Flatten',
              'BlockGrad', 'stop_gradient', 'identity', '_copy'}
+ADDED = {'BlockGrad', 'stop_gradient', 'identity', '_copy'}  # what a freeze may add
+SHAPE_ATTRIBUTES = ('kernel', 'stride', 'pad', 'dilate', 'num_filter', 'num_group',
+                    'num_hidden', 'no_bias', 'flatten')
 INPUT = (8, 3, 6, 6)
 
 
@@ -69,6 +72,63 @@ def exported(sub, seed, nested, dtype='float32'):
     return seen
 
 
+def reference_graph(seed, nested, dtype='float32'):
+    """The graph of the network handed to freeze, exported here."""
+    net = make_net(seed, dtype, nested)[0]
+    net.hybridize()
+    net(nd.zeros(INPUT, dtype=dtype))
+    return json.loads(net._cached_graph[1].tojson())
+
+
+def layers(graph):
+    """The graph's layers in order, each with the attributes that set its shape and cost."""
+    return [(node.get('op'), [node.get('attrs', {}).get(k) for k in SHAPE_ATTRIBUTES])
+            for node in graph['nodes'] if node.get('op') not in ADDED | {'null'}]
+
+
+def check_graph(graph, seed, nested, dtype):
+    """The handed-back graph is the network's, before MXNet is given it: each node takes the
+    first output of a node before it, the layers (and their shapes) are the network's, a
+    freeze adds no more than one identity-like node per layer."""
+    nodes = graph.get('nodes') if isinstance(graph, dict) else None
+    assert isinstance(nodes, list) and nodes, 'the graph has no list of nodes'
+    ops = {node.get('op') for node in nodes}
+    assert ops <= OPERATORS, 'the network holds operators it should not: %s' % sorted(
+        map(str, ops - OPERATORS))
+    entries = [(i, entry) for i, node in enumerate(nodes) for entry in node.get('inputs', [])]
+    entries += [(len(nodes), entry) for entry in graph.get('heads', [])]
+    for i, entry in entries:
+        assert len(entry) >= 2 and 0 <= entry[0] < i and entry[1] == 0, \
+            'node %d of the graph takes an input that is not an earlier node\'s output' % i
+    reference = reference_graph(seed, nested, dtype)
+    assert layers(graph) == layers(reference), \
+        'the network\'s layers are not those of the network handed to freeze'
+    added = sum(node.get('op') in ADDED for node in nodes)
+    assert added <= len(layers(reference)), 'the graph adds %d nodes' % added
+    nulls = sum(node.get('op') == 'null' for node in nodes)
+    assert nulls <= sum(node.get('op') == 'null' for node in reference['nodes']), \
+        'the graph has %d inputs and parameters' % nulls
+
+
+def roles_by_value(seen, seed, nested, dtype='float32'):
+    """{name: 'pre', 'base' or 'head'} for each parameter handed back, found by its value
+    among the parameters of the network handed to freeze (which freeze does not change)."""
+    _, pre, base, head = make_net(seed, dtype, nested)
+    blocks = (('pre', pre), ('base', base), ('head', head))
+    left = [(role, p.data().asnumpy()) for role, block in blocks
+            for p in block.collect_params().values()]
+    roles = {}
+    for key in sorted(k for k in seen if k.startswith('param:')):
+        value = np.asarray(seen[key])
+        found = [i for i, (_, v) in enumerate(left)
+                 if v.shape == value.shape and v.dtype == value.dtype and np.array_equal(v, value)]
+        assert found, 'parameter %s holds values the network handed to freeze did not have' \
+            % key[6:]
+        roles[key[6:]] = left.pop(found[0])[0]
+    assert not left, 'the network handed back lacks %d of its parameters' % len(left)
+    return roles
+
+
 def data(seed, dtype='float32'):
     rng = np.random.RandomState(seed)
     return (nd.array(rng.randn(*INPUT), dtype=dtype),
@@ -78,12 +138,9 @@ def data(seed, dtype='float32'):
 def rebuilt(seen, seed, nested, dtype='float32'):
     """The exported network, rebuilt here: (net, {name: role}); checked to compute what the
     network handed to freeze computes, in inference."""
-    graph = json.loads(seen['symbol'])
-    ops = {node.get('op') for node in graph.get('nodes', [])}
-    assert ops <= OPERATORS, 'the network holds operators it should not: %s' % sorted(
-        ops - OPERATORS)
-    assert len(graph['nodes']) < 200, 'the network has %d nodes' % len(graph['nodes'])
+    check_graph(json.loads(seen['symbol']), seed, nested, dtype)
     assert seen['returned_base'], 'freeze should return the block'
+    known = roles_by_value(seen, seed, nested, dtype)
     symbol = mx.sym.load_json(seen['symbol'])
     inputs = [n for n in symbol.list_inputs() if 'param:' + n not in seen]
     assert len(inputs) == 1, 'the network has inputs %s' % inputs
@@ -95,9 +152,9 @@ def rebuilt(seen, seed, nested, dtype='float32'):
         param.shape = np.shape(value)
         param.initialize()
         param.set_data(nd.array(value, dtype=dtype))
-        role, grad_req = seen['roles'][name]
+        grad_req = seen['roles'][name][1]
         param.grad_req = 'null' if grad_req == 'null' else 'write'
-        roles[name] = role
+        roles[name] = known[name]
     net.cast(dtype)
     reference = make_net(seed, dtype, nested)[0]
     x = data(seed + 100, dtype)[0]
@@ -111,16 +168,18 @@ def values(net, roles, role):
             if roles[n] == role}
 
 
-def check_grad_req(seen):
-    roles = seen['roles']
-    trainable = [n for n, (role, req) in roles.items() if role == 'base' and req != 'null']
+def check_grad_req(seen, seed, nested):
+    """grad_req of each parameter, whose role the check finds by its value."""
+    roles = roles_by_value(seen, seed, nested)
+    requests = {name: str(seen['roles'][name][1]) for name in roles}
+    trainable = [n for n, role in roles.items() if role == 'base' and requests[n] != 'null']
     assert not trainable, 'these parameters of the base still get gradients: %s' % trainable
-    still = [n for n, (role, req) in roles.items() if role != 'base' and req == 'null']
+    still = [n for n, role in roles.items() if role != 'base' and requests[n] == 'null']
     assert not still, 'freeze(base) froze parameters outside the base: %s' % still
 
 
 def check_step(seen, seed, nested):
-    check_grad_req(seen)
+    check_grad_req(seen, seed, nested)
     net, roles = rebuilt(seen, seed, nested)
     before_base, before_head = values(net, roles, 'base'), values(net, roles, 'head')
     trainable = {n: p for n, p in net.collect_params().items() if p.grad_req != 'null'}
@@ -147,7 +206,7 @@ def frozen_flat(sub):
 
 @graded(1, probe=frozen_flat)
 def test_no_gradient_for_base(seen):
-    check_grad_req(seen)
+    check_grad_req(seen, 1, nested=False)
 
 
 @graded(2, probe=frozen_flat)
