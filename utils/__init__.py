@@ -1,16 +1,18 @@
 """The textbook's helper module: `import utils`, then `utils.train(...)`, `utils.try_all_gpus()`.
 
-Before anything imports MXNet, OMP_NUM_THREADS is set (see utils.threads) and numpy gets back
+Before anything imports MXNet, OMP_NUM_THREADS is chosen (see utils.threads) and numpy gets back
 the names MXNet 1.9.1 reads that newer numpy releases removed (see utils.numpy_compat); once
 MXNet is imported, the Python thread gets no OpenMP team of its own (see utils.threads). Each
 module has one job; what the chapters call is exported here.
 """
 from .numpy_compat import patch_mxnet, restore_numpy_names
-from .threads import default_omp_threads, serial_openmp_in_this_thread
+from .threads import ThreadPolicy, serial_openmp_in_this_thread
 
-default_omp_threads()
-restore_numpy_names()
-patch_mxnet()  # imports MXNet: after the two lines above
+_thread_policy = ThreadPolicy()  # starts watching the other processes' use of the cores
+restore_numpy_names()  # imports numpy meanwhile
+_thread_policy.apply()
+patch_mxnet()  # imports MXNet: after the lines above
+_thread_policy.refine_after_import()
 serial_openmp_in_this_thread()
 
 from .bbox import iou  # noqa: E402
