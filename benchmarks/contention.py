@@ -121,15 +121,21 @@ def run_group(workload, setting, count, args, tmp, cgroup=None):
             command(workload, args.chapter, out), cwd=ROOT, env=env, stdout=log,
             stderr=subprocess.STDOUT, preexec_fn=(lambda: join_cgroup(cgroup)) if cgroup
             else None), log, time.time()))
+    ended = {}
+    while len(ended) < count:  # each process's own end, not when the loop reaches it
+        for i, (process, _, started) in enumerate(running):
+            if i in ended:
+                continue
+            if process.poll() is not None:
+                ended[i] = time.time() - started
+            elif time.time() - started > args.timeout:
+                process.kill()
+                process.wait()
+                ended[i] = None
+        time.sleep(0.05)
     results = []
-    for process, log, started in running:
-        try:
-            process.wait(timeout=max(1.0, args.timeout - (time.time() - started)))
-            seconds = time.time() - started
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            seconds = None
+    for i, (process, log, started) in enumerate(running):
+        seconds = ended[i]
         log.seek(0)
         text = log.read()
         log.close()
@@ -148,7 +154,7 @@ def run_group(workload, setting, count, args, tmp, cgroup=None):
 # A cgroup with a CPU quota (root only)
 
 def make_cgroup(cpus):
-    """A new cgroup allowed `cpus` CPUs: (kind, folder), or None where it cannot be made."""
+    """A new cgroup allowed `cpus` CPUs (its folder), or None where it cannot be made."""
     name = 'gluon-transfer-contention-%d' % os.getpid()
     for top in ('/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpu,cpuacct'):
         if os.path.exists(os.path.join(top, 'cpu.cfs_quota_us')):  # cgroup v1

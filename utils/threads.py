@@ -301,9 +301,11 @@ def _as_int(text):
 
 
 def default_omp_threads():
-    """Choose OMP_NUM_THREADS now (unless the user set it) and return it: for a process that
-    sets it for children or before MXNet, without an import to overlap the sample with."""
-    return ThreadPolicy().apply()
+    """Choose OMP_NUM_THREADS now (unless the user set it) and return it, for child processes
+    that must all run with it (a benchmark's variants): they keep it as if the user set it."""
+    threads = ThreadPolicy().apply()
+    os.environ.pop(CHOSEN_MARK, None)
+    return threads
 
 
 def describe():
