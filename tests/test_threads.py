@@ -142,3 +142,46 @@ def test_probe_processes_get_their_share(monkeypatch):
     assert env['OMP_NUM_THREADS'] == str(max(1, threads.usable_cpus() // 2))
     monkeypatch.setenv('OMP_NUM_THREADS', '3')
     assert box.environment(inside, '/mx')['OMP_NUM_THREADS'] == '3'
+
+
+REFINE = '''
+import ctypes, sys
+sys.path.insert(0, sys.argv[1])
+from utils import threads  # imports MXNet, with the numpy names it needs
+import mxnet as mx
+from mxnet.base import _LIB
+gomp = ctypes.CDLL('libgomp.so.1')
+
+
+def on_the_worker():
+    seen = []
+    callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(
+        lambda *_: seen.append(gomp.omp_get_max_threads()))
+    context = (ctypes.c_int * 2)(1, 0)  # cpu(0)
+    _LIB.MXEnginePushSync(callback, None, None, context, None, 0, None, 0, None, 0, None)
+    mx.nd.waitall()
+    return seen[0]
+
+
+threads.set_engine_worker_threads(2)
+print(on_the_worker())
+policy = threads.ThreadPolicy(environ={})
+seen = [0.0, 1.3]  # idle before MXNet loads, one core busy elsewhere while it loads
+policy.sample.others_busy = lambda seconds=0.25: seen.pop(0)
+policy.sample.cpus = [0, 1]  # as on a 2-core machine
+print(policy.apply(), policy.refine_after_import(), policy.environ['OMP_NUM_THREADS'])
+print(on_the_worker())
+'''
+
+
+def test_fewer_threads_seen_during_the_import_reach_the_engine_worker():
+    import subprocess
+    import sys
+    if threads.usable_cpus(cpus=[0, 1]) < 2:
+        pytest.skip('a CPU quota below 2 here: no count to lower')
+    proc = subprocess.run([sys.executable, '-c', REFINE, ROOT], capture_output=True, text=True,
+                          timeout=300)
+    if 'libgomp' in proc.stderr:
+        pytest.skip('MXNet here is not linked with libgomp')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['2', '2', '1', '1', '1']
