@@ -321,9 +321,12 @@ def describe():
         if decision.get('others_busy') is not None:
             count += ', %.1f kept busy by other processes' % decision['others_busy']
         count += ')'
-    waiting = ', '.join('%s=%s (yours)' % (k, decision[k]) for k in USER_SETTINGS[1:]
-                        if k in decision) or "libgomp's default waiting"
-    return 'threads: %s; %s' % (count, waiting)
+    waiting = ', '.join('%s=%s (yours)' % (k, decision[k])
+                        for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT') if k in decision)
+    line = 'threads: %s; waiting: %s' % (count, waiting or "libgomp's default")
+    if 'MXNET_CPU_WORKER_NTHREADS' in decision:
+        line += '; MXNET_CPU_WORKER_NTHREADS=%s (yours)' % decision['MXNET_CPU_WORKER_NTHREADS']
+    return line
 
 
 def job_environment(jobs, environ=None, usable=None):
