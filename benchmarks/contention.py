@@ -248,7 +248,8 @@ def row(workload, setting, count, load, group, lone):
     return {'workload': workload, 'setting': setting, 'processes': count, 'load': load,
             'seconds': times, 'lone_seconds': lone_times, 'ratios': ratios,
             'train_seconds': [r['train_seconds'] for r in group],
-            'threads': sorted({r['threads'] for r in group})}
+            'threads': sorted({r['threads'] for r in group}),
+            'lone_threads': [r['threads'] for r in lone]}
 
 
 def shown(values):
@@ -256,10 +257,10 @@ def shown(values):
 
 
 def report(r):
-    print('%-8s %-22s %d at once, load %.2f before: %s s (lone %s s), x%s; %s'
+    print('%-8s %-22s %d at once, load %.2f before: %s s (lone %s s), x%s; %s (lone: %s)'
           % (r['workload'], r['setting'], r['processes'], r['load'], shown(r['seconds']),
-             shown(r['lone_seconds']), shown(r['ratios']), ' | '.join(r['threads'])),
-          flush=True)
+             shown(r['lone_seconds']), shown(r['ratios']), ' | '.join(r['threads']),
+             ' | '.join(r['lone_threads'])), flush=True)
 
 
 def table(rows):
