@@ -250,7 +250,8 @@ class ThreadPolicy:
         one): sampled over that longer window, fewer threads may be due than the quarter of a
         second before it showed. Lowers the count of the engine's CPU worker, before it has
         run anything, and OMP_NUM_THREADS for children; never raises it. Returns the count."""
-        if self.user is not None or self.sample is None:
+        if self.user is not None or self.sample is None or \
+                'MXNET_CPU_WORKER_NTHREADS' in self.environ:  # one push reaches one worker
             return _as_int(self.environ.get('OMP_NUM_THREADS', '1'))
         chosen = int(decision['threads'])
         others = self.sample.others_busy(seconds=0)
