@@ -6,13 +6,15 @@ Standard library only, so that the grader can compute its probes' threads withou
 The policy (measured on 2 cores, `fine_tuning --quick`; benchmarks/contention.py):
 - as many threads as CPUs the process may really use: its affinity mask, and the CPU quota of
   its cgroup (docker `--cpus`, a JupyterHub `cpu_limit`, a Kubernetes limit; v1 or v2);
-- minus the CPUs other processes keep busy when it starts (sampled from /proc/stat for a
-  quarter of a second while numpy imports): a lone run takes every core, two chapters started
-  side by side on 2 cores take one thread each. An OpenMP team of 2 whose threads share the
-  cores with another process waits at each of a small net's many barriers for a thread the
-  scheduler has parked: 9-10x slower than alone, where one thread each costs 1.3x;
+- minus the CPUs other processes keep busy when it starts (from /proc/stat, over numpy's
+  import and at least a quarter of a second, then again over MXNet's import, which can only
+  lower the count, on the engine's worker before its first operator): a lone run takes every
+  core, two chapters started side by side on 2 cores take one thread each. An OpenMP team of
+  2 whose threads share the cores with another process waits at each of a small net's many
+  barriers for a thread the scheduler has parked: 9-10x slower than alone, where one thread
+  each costs 1.3x;
 - libgomp's waiting is left as it is (spin, then sleep): passive waiting measured a third
-  slower alone, GOMP_SPINCOUNT=10000 a quarter slower alone and still 4-5x in a pair, and a
+  slower alone, GOMP_SPINCOUNT=10000 a quarter slower alone and still 4-6x in a pair, and a
   team of one thread never waits. Changing the count while running does not reach MXNet's
   engine: MXSetNumOMPThreads sets only the calling thread's count, and oneDNN primitives keep
   the count they were created with.
