@@ -23,8 +23,8 @@ the run (cgroup v1 `cpu.cfs_quota_us`, or v2 `cpu.max`) and removed after, with 
 with OMP_NUM_THREADS=1 (and `before` when asked for).
 
 A measurement, so printed here, not asserted by a test; the load column says how quiet the
-machine was. The default (both workloads, policy, 1,2,4 processes) takes about 5 minutes on a
-quiet 2-core machine.
+machine was. The default (both workloads, policy, 1,2,4 processes) with --quota took 18
+minutes on a busy 2-core machine (load 4-14); on a quiet one about 5 (an estimate).
 """
 import argparse
 import json
