@@ -52,6 +52,17 @@ DISPOSABLE_ENV = 'GRADE_DISPOSABLE_CONTAINER'  # '1': grade without bubblewrap (
 DISPOSABLE_FLAG = '--disposable-container'
 
 
+def thread_settings(jobs):
+    """OMP_NUM_THREADS (and the user's OpenMP settings) for one of `jobs` processes at once:
+    utils.threads, loaded by its path, as `import utils` would import MXNet."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        '_utils_threads', os.path.join(os.path.dirname(HERE), 'utils', 'threads.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.job_environment(jobs)
+
+
 def _is_root():
     return hasattr(os, 'geteuid') and os.geteuid() == 0
 
@@ -296,11 +307,13 @@ class Sandbox:
                      '--ro-bind', mxnet_models, INSIDE + '/mxnet/models']
         return args + ['--chdir', '/', '--']
 
+    jobs = 1  # probe processes at once: they share the CPUs (the grader's --jobs)
+
     def environment(self, inside, mxnet_home):
-        return {'PATH': '/usr/bin:/bin', 'HOME': inside['work'], 'TMPDIR': inside['tmp'],
-                'MPLCONFIGDIR': inside['mpl'], 'MXNET_HOME': mxnet_home, 'LANG': 'C.UTF-8',
-                'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONHASHSEED': '0',
-                'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '2')}
+        return dict({'PATH': '/usr/bin:/bin', 'HOME': inside['work'], 'TMPDIR': inside['tmp'],
+                     'MPLCONFIGDIR': inside['mpl'], 'MXNET_HOME': mxnet_home,
+                     'LANG': 'C.UTF-8', 'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONHASHSEED': '0'},
+                    **thread_settings(self.jobs))
 
     # -- the zygote, where bubblewrap runs as root ----------------------------------------
 

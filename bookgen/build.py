@@ -296,12 +296,18 @@ def run_facts(chapter, facts):
     load = ', '.join('%.2f' % x for x in facts['load_before'])
     return ('<p class="run-facts">The outputs below come from running this page\'s cells with '
             '<code>%s</code> (the notebook form of <code>python -m chapters.%s %s</code>) on '
-            '%s, Python %s, OMP_NUM_THREADS=%s, load average %s before it started: wall time '
+            '%s, Python %s, %s, load average %s before it started: wall time '
             '%.1f s, %s. Its figures are shown in place: the <code>--out</code> folder it names '
             'was a temporary one.</p>'
             % (html.escape(facts['settings']), chapter, html.escape(facts['settings']),
-               html.escape(facts['machine']), facts['python'], facts['omp_num_threads'], load,
+               html.escape(facts['machine']), facts['python'],
+               html.escape(_threads_fact(facts['omp_num_threads'])), load,
                facts['wall_seconds'], facts['date']))
+
+
+def _threads_fact(text):
+    """The kernel's threads line (utils.threads.describe); a bare count from older caches."""
+    return text if text.startswith('threads') else 'OMP_NUM_THREADS=%s' % text
 
 
 def index_body(site, page, readme, order, titles, extra):

@@ -140,10 +140,10 @@ def execute(chapter, settings=SETTINGS, timeout=3600, source=None):
 
 
 def kernel_omp_threads(client):
-    """OMP_NUM_THREADS as the chapter's kernel had it at the end (utils sets it when the
-    builder's environment does not), read by running one line in that kernel."""
+    """The threads line of the chapter's kernel at the end (utils.threads.describe: how many
+    OpenMP threads, how they wait, and why), read by running one line in that kernel."""
     probe = nbformat.v4.new_code_cell(
-        "import os; print(os.environ.get('OMP_NUM_THREADS', 'unset'))")
+        "from utils import threads; print(threads.describe())")
     cells = client.nb.cells
     cells.append(probe)  # nbclient addresses a cell by its index in the notebook
     try:

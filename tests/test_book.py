@@ -71,8 +71,9 @@ def test_the_chapter_page_holds_cells_outputs_and_figures(small_book):
     figures = sorted(os.listdir(str(book / '_figures' / CHAPTER)))
     assert figures and all(f.endswith('.png') for f in figures)
     assert 'with <code>--quick --no-progress</code>' in page and 'wall time' in page
-    # the thread count the chapter's kernel ran with (utils sets it when the builder did not)
-    assert re.search(r'OMP_NUM_THREADS=[0-9]+,', page), page[:3000]
+    # the threads the chapter's kernel ran with and their waiting (utils.threads.describe)
+    assert re.search(r'threads: (OMP_NUM_THREADS=[0-9]+ \(yours\)|[0-9]+ OpenMP threads? \()'
+                     r'[^<]*; waiting: ', page), page[:3000]
     # the last cell ends the run; it shows no metrics dict as its value
     last = [c for c in nb.cells if c.cell_type == 'code'][-1]
     assert 'run.finish()' in last.source

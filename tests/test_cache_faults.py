@@ -221,6 +221,8 @@ def test_chapter_with_cut_weights_says_so_and_predicts(models, capsys, tmp_path,
         'warning: %s cannot be used (its sha256 is not the one recorded when it was written: '
         'cut short or overwritten): converting the weights again' % path]
     lines = captured.out.splitlines()
+    assert lines[0].startswith('threads: ')  # the chapter's first line
+    lines = lines[1:]
     assert lines[0] == 'Image #0 (coffee.png)' and 'espresso' in lines[1]
 
 

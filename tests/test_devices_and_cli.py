@@ -65,7 +65,8 @@ def test_omp_threads_default_and_user_choice():
     env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, check=True,
                          capture_output=True, text=True).stdout
-    assert int(out) == len(os.sched_getaffinity(0))
+    # the usable CPUs, fewer when other processes keep some busy (utils.threads)
+    assert 1 <= int(out) <= len(os.sched_getaffinity(0))
     env['OMP_NUM_THREADS'] = '1'
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, check=True,
                          capture_output=True, text=True).stdout

@@ -428,6 +428,8 @@ def test_chapter_prints_top5_in_the_texts_format(models_dir, mobilenet, monkeypa
         os.path.join(PHOTOS, 'coffee.png'), os.path.join(PHOTOS, 'chelsea.png'),
         '--out', str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith('threads: ')  # the chapter's first line
+    lines = lines[1:]
     assert lines[0] == 'Image #0 (coffee.png)'
     assert lines[1].startswith('  n07920052 - espresso     9') and lines[1].endswith('%')
     assert float(lines[1].split()[-1][:-1]) > 90

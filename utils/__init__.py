@@ -1,36 +1,41 @@
 """The textbook's helper module: `import utils`, then `utils.train(...)`, `utils.try_all_gpus()`.
 
-`import utils` itself is light: it sets OMP_NUM_THREADS (see utils.threads) and arranges what
-must happen around MXNet's import, without importing MXNet or numpy. The helpers the chapters
-call (`utils.train`, `utils.settings`, ...) are imported on first use (PEP 562), so a helper
-that needs only the standard library (`import utils.files`, `utils.errors`) costs no MXNet.
+`import utils` itself is light: it starts the thread policy's look at the machine (see
+utils.threads) and arranges what must happen around MXNet's import, without importing MXNet or
+numpy. The helpers the chapters call (`utils.train`, `utils.settings`, ...) are imported on
+first use (PEP 562), so a helper that needs only the standard library (`import utils.files`,
+`utils.errors`) costs no MXNet.
 
 Whoever imports MXNet first in the process (`utils.train`, or a chapter's own `from mxnet
-import gluon` after `import utils`), MXNet is prepared the same way: numpy gets back the names
-MXNet 1.9.1 reads that newer numpy releases removed before MXNet's code runs (see
-utils.numpy_compat); once it has run, MXNet is adapted to numpy 2, the Python thread gets no
-OpenMP team of its own (see utils.threads), and the helpers are imported. Each module has one
-job; what the chapters call is listed in `_EXPORTS`.
+import gluon` after `import utils`), MXNet is prepared the same way. Before MXNet's code runs,
+numpy gets back the names MXNet 1.9.1 reads that newer numpy releases removed (see
+utils.numpy_compat) and OMP_NUM_THREADS is chosen (see utils.threads); once it has run, MXNet
+is adapted to numpy 2, the Python thread gets no OpenMP team of its own, and the helpers are
+imported. Each module has one job; what the chapters call is listed in `_EXPORTS`.
 """
 import importlib
 import os
 import sys
 import types
 
-from .threads import default_omp_threads
+from .threads import ThreadPolicy
 
-default_omp_threads()  # before MXNet loads: it reads the variable once, at import
+# Starts sampling how busy the other processes keep the cores; the count is chosen when MXNet is
+# about to load (it reads OMP_NUM_THREADS once, at import).
+_thread_policy = ThreadPolicy()
 
 
 def _before_mxnet():
     from .numpy_compat import restore_numpy_names
-    restore_numpy_names()
+    restore_numpy_names()  # imports numpy: part of the policy's sampling window
+    _thread_policy.apply()
 
 
 def _after_mxnet():
     from .numpy_compat import patch_mxnet
     from .threads import serial_openmp_in_this_thread
     patch_mxnet()
+    _thread_policy.refine_after_import()
     serial_openmp_in_this_thread()
     if not _half_imported_helper():
         # MXNet's cost is paid: the helpers come now, as one import did before they came on

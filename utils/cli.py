@@ -30,6 +30,7 @@ import shlex
 import sys
 import time
 
+from . import threads
 from .devices import DEVICES_HELP, device_spec, most_processes, usable_cores
 from .distributed import KVSTORE_CHOICES
 from .errors import OneLineParser, UserError, main_guard
@@ -335,6 +336,7 @@ def settings(chapter, title, distributed=False, **options):
     args.given = given_settings(parser, argv)
     if _parse_only:
         raise _ParsedOnly(args)
+    print(threads.describe())  # how many OpenMP threads, how they wait, and why
     return args
 
 
@@ -393,7 +395,8 @@ class Run:
         self.start = time.time()
         self.metrics = {'chapter': chapter, 'quick': bool(args.quick),
                         'machine': '%s, %d cores' % (platform.machine(), os.cpu_count() or 1),
-                        'omp_num_threads': os.environ.get('OMP_NUM_THREADS')}
+                        'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
+                        'threads': threads.describe()}
         os.makedirs(args.out, exist_ok=True)
 
     def figure(self, name):
