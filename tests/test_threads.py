@@ -107,6 +107,14 @@ def test_the_users_settings_are_kept():
                     '(yours), GOMP_SPINCOUNT=1000 (yours)')
 
 
+def test_an_empty_setting_is_no_setting():
+    # libgomp warns about OMP_NUM_THREADS='' and ignores it: the policy chooses instead
+    environ = {'OMP_NUM_THREADS': '', 'OMP_WAIT_POLICY': ''}
+    chosen = threads.ThreadPolicy(environ).apply()
+    assert environ['OMP_NUM_THREADS'] == str(chosen) and 1 <= chosen <= threads.usable_cpus()
+    assert threads.describe().endswith("; waiting: libgomp's default")
+
+
 def test_a_count_chosen_by_a_parent_is_chosen_again():
     environ = {'OMP_NUM_THREADS': '7', threads.CHOSEN_MARK: '7'}
     chosen = threads.ThreadPolicy(environ).apply()

@@ -212,9 +212,10 @@ def threads_for(usable, others_busy, cpus):
 
 def user_setting(name, environ=None):
     """The value of one of USER_SETTINGS as the user gave it, or None (a count this module
-    chose in a parent process is not the user's)."""
+    chose in a parent process is not the user's, and an empty value, which libgomp rejects
+    with a warning, is no setting)."""
     environ = os.environ if environ is None else environ
-    value = environ.get(name)
+    value = environ.get(name) or None
     if name == 'OMP_NUM_THREADS' and value is not None and value == environ.get(CHOSEN_MARK):
         return None
     return value
@@ -233,7 +234,7 @@ class ThreadPolicy:
         """Set OMP_NUM_THREADS unless the user did; record the decision. Returns the count."""
         decision.clear()
         decision.update({name: self.environ[name] for name in USER_SETTINGS[1:]
-                         if name in self.environ})
+                         if user_setting(name, self.environ)})
         if self.user is not None:
             decision.update(threads=self.user, why='yours')
             self.environ.pop(CHOSEN_MARK, None)
