@@ -215,7 +215,10 @@ class Site:
                 token.tag = 'h%d' % level
                 tokens[i + 2].tag = token.tag
                 inline = tokens[i + 1]
-                words = re.sub(r'[`*_]', '', inline.content)
+                # the heading's text without its markup (`_` stays: `how_much_data`'s id is
+                # how_much_data, as GitHub makes it)
+                words = ''.join(child.content for child in inline.children or []
+                                if child.type in ('text', 'code_inline')) or inline.content
                 anchor = page.unique_id(words)
                 token.attrSet('id', anchor)
                 if level == 1 and page.title is None:
