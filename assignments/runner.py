@@ -32,8 +32,8 @@ def send(header, payload=b''):
 
 
 def first_line(err):
-    """The exception as one line, with its type (utils, imported by _imports() before any
-    student code, is the grader's own copy)."""
+    """The exception as one line, its type first (utils.errors, which _imports() loaded
+    before any student code ran)."""
     from utils.errors import one_line
     return one_line(err, 200, named=True)
 

@@ -284,6 +284,22 @@ def test_a_large_array_is_judged_by_its_shape_before_it_is_cast():
     assert peak < 2 ** 20, peak
 
 
+def test_a_reason_names_the_error_and_mxnets_own_line():
+    """The grader's reasons name the exception's type and, for MXNet, its last line, which
+    says why (the first is only 'Traceback ...')."""
+    class MXNetError(Exception):
+        pass
+    mxnet_error = MXNetError('Traceback (most recent call last):\n  File "dot-inl.h", line 9\n'
+                             'MXNetError: Check failed: dot shape error: [2,3] X [2,3]')
+    assert runner.first_line(mxnet_error) == \
+        'MXNetError: Check failed: dot shape error: [2,3] X [2,3]'
+    assert runner.first_line(KeyError('x')) == "KeyError: 'x'"
+    assert runner.first_line(ValueError()) == 'ValueError'
+    passed, reason, trace = checks.judge(lambda data: data['missing'], {})
+    assert not passed and reason == "%s (KeyError: 'missing')" % checks.WRONG_FORM, reason
+    assert 'KeyError' in trace
+
+
 def test_a_large_graded_cell_is_refused_before_it_is_parsed(tmp_path):
     notebook = notebooks.build_notebook('a4_iou_loss', '# A', 'def iou():\n    pass\n',
                                         'boxes.py', [])
