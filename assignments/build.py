@@ -24,11 +24,14 @@ import shutil
 import sys
 import tempfile
 
-from assignments import grade, markers, notebooks
+from assignments import grading, markers, notebooks, reports
+from assignments.tests_files import ASSIGNMENT_DIR, GradeError, read_all_tests, read_tests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FRAMEWORK = ('__init__.py', 'grade.py', 'runner.py', 'sandbox.py', 'testing.py', 'markers.py',
-             'build.py', 'notebooks.py', 'gradescope.py', 'checks.py', 'shown.py')
+FRAMEWORK = ('__init__.py', 'grade.py', 'tests_files.py', 'submissions.py', 'observations.py',
+             'probe_runs.py', 'checks.py', 'grading.py', 'reports.py', 'runner.py',
+             'sandbox.py', 'testing.py', 'markers.py', 'build.py', 'notebooks.py',
+             'gradescope.py', 'shown.py')
 STUDENT_README = """# Assignments
 
 Each folder holds a statement (statement.md), the file to complete and its public tests.
@@ -48,7 +51,7 @@ class BuildError(Exception):
 
 
 def assignment_folders(source=HERE):
-    return sorted(d for d in os.listdir(source) if grade.ASSIGNMENT_DIR.match(d)
+    return sorted(d for d in os.listdir(source) if ASSIGNMENT_DIR.match(d)
                   and os.path.isdir(os.path.join(source, d)))
 
 
@@ -75,7 +78,7 @@ def build_into(out, source=HERE):
     leaks = []
     for name in assignment_folders(source):
         folder = os.path.join(source, name)
-        tests = grade.read_tests(folder)
+        tests = read_tests(folder)
         submission_file = tests[0].submission_file
         hidden_names = [t.name for t in tests if t.hidden] + hidden_definitions(
             os.path.join(folder, 'tests.py'))
@@ -161,9 +164,9 @@ def check_reference(autograder, jobs=1, timeout=None):
     """Grade the reference solutions with every test: (results, those not full marks,
     hidden probes that call with a public probe's arguments)."""
     root = os.path.join(autograder, 'assignments')
-    tests = grade.read_all_tests(root)
-    grade.setup(tests)
-    results = grade.grade(root, tests, jobs, timeout, record_calls=True)
+    tests = read_all_tests(root)
+    grading.setup(tests)
+    results = grading.grade(root, tests, jobs, timeout, record_calls=True)
     return results, [r for r in results if r['status'] != 'passed'], \
         repeated_inputs(tests, results)
 
@@ -190,17 +193,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         student, autograder = build(args.out)
-    except (BuildError, markers.MarkerError, grade.GradeError, OSError) as err:
+    except (BuildError, markers.MarkerError, GradeError, OSError) as err:
+        print('error: %s' % err, file=sys.stderr)
+        return 2
+    except ImportError as err:  # nbformat missing: one line; another import error is a bug
+        if err.name != 'nbformat':
+            raise
         print('error: %s' % err, file=sys.stderr)
         return 2
     print('built %s and %s' % (student, autograder))
     if args.check:
         try:
             results, failed, repeated = check_reference(autograder, args.jobs)
-        except grade.GradeError as err:
+        except GradeError as err:
             print('error: %s' % err, file=sys.stderr)
             return 2
-        grade.report(results, sys.stdout)
+        reports.report(results, sys.stdout)
         if repeated:
             print('error: these hidden probes call the student\'s code with a public '
                   'probe\'s inputs: %s' % ', '.join(repeated), file=sys.stderr)

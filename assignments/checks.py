@@ -17,6 +17,10 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+import warnings
+
+from utils.errors import one_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK_SECONDS = 60  # CPU seconds for one check (a2's few-shot check takes about 7 s)
@@ -25,6 +29,8 @@ CHECK_MEMORY = int(os.environ.get('GRADE_CHECK_MEMORY', 4 * 2**30))  # bytes of 
 CHECK_THREADS = 2  # OpenMP threads of a check process
 START_SECONDS = 180  # a worker's start, and loading a tests file (its prepare(): weights)
 REASON_LIMIT = 300
+TRACEBACK_LIMIT = 8000  # characters of a check's traceback kept for the teacher
+WRONG_FORM = 'the results do not have the expected form'
 
 
 class SetupError(Exception):
@@ -234,8 +240,38 @@ class Checkers:
             worker.stop()
 
 
+_checkers = []
+
+
+def checkers(size=1):
+    """The grader's check processes, at least `size` of them: one pool for the process,
+    closed when it exits."""
+    if not _checkers:
+        import atexit
+        _checkers.append(Checkers(size))
+        atexit.register(_checkers[0].close)
+    _checkers[0].grow(size)
+    return _checkers[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # The worker's side
+
+def judge(function, data):
+    """One check on a probe's observations: (passed, reason, traceback). The public tests
+    in a notebook give their feedback lines through it too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        try:
+            function(data)
+            return True, '', ''
+        except AssertionError as err:
+            return False, str(err).strip()[:300] or 'a check failed', \
+                traceback.format_exc()[-TRACEBACK_LIMIT:]
+        except Exception as err:  # observations of the wrong form, or too large (MemoryError)
+            return False, '%s (%s)' % (WRONG_FORM, one_line(err, 200, named=True)), \
+                traceback.format_exc()[-TRACEBACK_LIMIT:]
+
 
 def _limits():
     import resource
@@ -261,7 +297,8 @@ def serve(read_fd, write_fd):
     _end_with_the_grader()
     sys.dont_write_bytecode = True  # nothing written next to the teacher's tests
     import utils  # noqa: F401  (before MXNet: the numpy names it needs)
-    from assignments import grade
+    from assignments.observations import decode
+    from assignments.tests_files import tests_module
     while True:
         try:
             request = json.loads(_receive(read_fd).decode())
@@ -270,25 +307,25 @@ def serve(read_fd, write_fd):
             return
         if 'load' in request:
             try:
-                module = grade.tests_module(request['load'])
+                module = tests_module(request['load'])
                 if hasattr(module, 'prepare'):
                     module.prepare()
                 answer = {}
             except Exception as err:
-                answer = {'error': grade.sandbox_first_line(err)}
+                answer = {'error': one_line(err, 200, named=True)}
         else:
-            function = getattr(grade.tests_module(request['file']), request['test'])
+            function = getattr(tests_module(request['file']), request['test'])
             try:
-                data = grade.decode(payload)
+                data = decode(payload)
             except Exception as err:
                 answer = {'passed': False, 'reason': 'unreadable observations (%s)'
-                          % grade.sandbox_first_line(err), 'traceback': ''}
+                          % one_line(err, 200, named=True), 'traceback': ''}
             else:
-                passed, reason, trace = grade.judge(function, data)
+                passed, reason, trace = judge(function, data)
                 # an error other than a failed assertion (MemoryError, MXNetError, ...) may
                 # leave MXNet in a state the next student's check should not meet
                 answer = {'passed': passed, 'reason': reason, 'traceback': trace,
-                          'retire': not passed and reason.startswith(grade.WRONG_FORM)}
+                          'retire': not passed and reason.startswith(WRONG_FORM)}
             del payload
         _send(write_fd, json.dumps(answer).encode())
 

@@ -10,7 +10,7 @@ tests are `after_published`: students see them once the teacher publishes the gr
 """
 import json
 
-from assignments.grade import write_atomic
+from assignments.reports import write_text
 
 PUBLIC, HIDDEN = 'visible', 'after_published'
 
@@ -26,7 +26,7 @@ def _output(record):
 def results(records, seconds=None):
     """results.json as a dict, from the grader's per-test records (dicts with `assignment`,
     `test`, `hidden`, `points`, `max_points`, `reason`, and optional `traceback`, `output`:
-    give them as they may be shown, e.g. through grade.feedback)."""
+    give them as they may be shown, e.g. through reports.feedback)."""
     tests, per = [], {}
     for r in records:
         tests.append({'name': '%s: %s' % (r['assignment'], r['test']),
@@ -44,4 +44,4 @@ def results(records, seconds=None):
 
 def write_results(path, records, seconds=None):
     """Write results.json at `path` (to a temporary file in its folder, then renamed)."""
-    write_atomic(path, json.dumps(results(records, seconds), indent=1, allow_nan=False) + '\n')
+    write_text(path, json.dumps(results(records, seconds), indent=1, allow_nan=False) + '\n')

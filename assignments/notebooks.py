@@ -12,15 +12,14 @@ next to `boxes.py`):
 From a submitted notebook the grader takes only the cells the build marked, in the notebook's
 order, and grades them as the file to complete. Every other cell, the outputs and IPython's
 magics (`%timeit`, `!pip`, `%%time`, ...) are left out, so nothing a student writes outside the
-graded cells reaches the graded file. The notebooks are plain nbformat 4.5 JSON: neither building
-nor grading needs the `nbformat` package.
+graded cells reaches the graded file. The notebooks are nbformat 4.5, built and validated with
+nbformat's v4 builders; grading reads them as plain JSON, within size limits, and needs no
+`nbformat` package (nor does a student's kernel).
 """
 import ast
 import hashlib
-import importlib.util
 import json
 import os
-import random
 import re
 import types
 
@@ -79,13 +78,6 @@ def _markdown_cells(text):
     return cells
 
 
-def _cell(kind, source, cell_id, **metadata):
-    cell = {'cell_type': kind, 'id': cell_id, 'metadata': metadata, 'source': source}
-    if kind == 'code':
-        cell.update(execution_count=None, outputs=[])
-    return cell
-
-
 def _handout_hash(text):
     return hashlib.sha256(text.replace('\r\n', '\n').encode('utf-8')).hexdigest()
 
@@ -114,17 +106,29 @@ def how_to_work(submission_file):
         'way your teacher does (your teacher also has hidden tests).'])
 
 
+def _nbformat():
+    """nbformat, imported when a notebook is built: grading and a student's kernel do
+    without it."""
+    try:
+        import nbformat
+    except ImportError:
+        raise ImportError('building the notebooks handed out needs nbformat: pip install '
+                          'nbformat, or make venv', name='nbformat') from None
+    return nbformat
+
+
 def build_notebook(assignment, statement, student_source, submission_file, public_tests):
-    """The handed-out notebook (a dict in nbformat 4.5).
+    """The handed-out notebook (an nbformat 4.5 notebook node, a dict), validated.
 
     public_tests: [(test name, points)] of the public tests, in their file's order.
     """
-    cells, ident = [], [0]
+    nbformat = _nbformat()
+    new_cell = {'markdown': nbformat.v4.new_markdown_cell, 'code': nbformat.v4.new_code_cell}
+    cells = []
 
     def add(kind, source, **metadata):
-        ident[0] += 1
-        cells.append(_cell(kind, source, '%s-%02d' % (assignment.replace('_', '-'), ident[0]),
-                           **metadata))
+        cell_id = '%s-%02d' % (assignment.replace('_', '-'), len(cells) + 1)
+        cells.append(new_cell[kind](source, id=cell_id, metadata=metadata))
 
     locked = {'editable': False, 'deletable': False}
     for text in _markdown_cells(statement):
@@ -147,18 +151,20 @@ def build_notebook(assignment, statement, student_source, submission_file, publi
     for name, points in public_tests:
         add('code', "public_test(%r, %r, globals())  # %g point%s" % (
             assignment, name, points, '' if points == 1 else 's'), **locked)
-    return {'nbformat': 4, 'nbformat_minor': 5, 'cells': cells, 'metadata': {
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
         'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'},
         'language_info': {'name': 'python'},
         META: {'assignment': assignment, 'file': submission_file,
-               'handout_sha256': _handout_hash(student_source)}}}
+               'handout_sha256': _handout_hash(student_source)}})
+    nbformat.validate(notebook)
+    return notebook
 
 
 def write_notebook(folder):
     """Write the notebook of the student's assignment folder (statement.md, the file to
     complete and public_tests.py, as the build wrote them) next to the file to complete."""
-    from assignments import grade  # the tests are read the grader's way
-    tests = grade.read_tests(folder)
+    from assignments.tests_files import read_tests  # the tests are read the grader's way
+    tests = read_tests(folder)
     submission_file = tests[0].submission_file
     with open(os.path.join(folder, 'statement.md')) as f:
         statement = f.read()
@@ -167,9 +173,8 @@ def write_notebook(folder):
     notebook = build_notebook(os.path.basename(folder), statement, student_source,
                               submission_file, [(t.name, t.points) for t in tests])
     path = os.path.join(folder, notebook_name(submission_file))
-    with open(path, 'w') as f:
-        json.dump(notebook, f, indent=1, ensure_ascii=False)
-        f.write('\n')
+    # split_lines=False: each cell's source stays one string in the file, as it always was
+    _nbformat().write(notebook, path, split_lines=False)
     return path
 
 
@@ -299,9 +304,8 @@ def _public_tests(assignment):
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), assignment,
                         'public_tests.py')
     if path not in _loaded_tests:
-        spec = importlib.util.spec_from_file_location('public_tests_' + assignment, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        from utils.files import load_module
+        module = load_module(path, 'public_tests_' + assignment)
         if hasattr(module, 'prepare'):
             module.prepare()
         _loaded_tests[path] = module
@@ -315,22 +319,22 @@ def public_test(assignment, test_name, namespace):
     the check on them. Print the feedback line (nothing returned: the cell shows only it)."""
     import utils  # noqa: F401  (before MXNet: the numpy names it needs)
     import mxnet as mx
-    import numpy as np
-    from assignments import grade, runner
+    from utils.training import seed_everything
+    from assignments import runner
+    from assignments.checks import judge
+    from assignments.observations import decode
     check = getattr(_public_tests(assignment), test_name)
     points = getattr(check, 'points', 0)
-    random.seed(runner.SEED)
-    np.random.seed(runner.SEED)
-    mx.random.seed(runner.SEED)
+    seed_everything(runner.SEED)
     try:
         returned = check.probe(types.SimpleNamespace(**namespace))
         mx.nd.waitall()  # MXNet runs asynchronously: every pending write done before reading
-        seen = grade.decode(runner.encode(returned))
+        seen = decode(runner.encode(returned))
     except NotImplementedError:
         seen, why = None, 'not implemented yet'
     except Exception as err:  # the feedback line says what went wrong, as the grader does
         seen, why = None, runner.first_line(err)
     if seen is not None:
-        why = grade.judge(check, seen)[1]  # '' when it passed
+        why = judge(check, seen)[1]  # '' when it passed
     print('%s  %s  %g/%g%s' % ('FAIL' if why else 'PASS', test_name, 0 if why else points,
                                points, '  ' + why if why else ''))

@@ -32,8 +32,10 @@ def send(header, payload=b''):
 
 
 def first_line(err):
-    text = str(err).strip().splitlines()
-    return '%s: %s' % (type(err).__name__, text[0][:200]) if text else type(err).__name__
+    """The exception as one line, its type first (utils.errors, which _imports() loaded
+    before any student code ran)."""
+    from utils.errors import one_line
+    return one_line(err, 200, named=True)
 
 
 def drop_privileges(uid):
@@ -52,6 +54,8 @@ def limit_processes(limit):
 
 
 def load_module(path, name):
+    """utils.files.load_module, but entered in sys.modules before it runs: the student's code
+    may look itself up there (pickle, dataclasses, typing)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -136,6 +140,8 @@ def _imports():
     import numpy  # noqa: F401
     import utils  # noqa: F401  (OMP_NUM_THREADS before MXNet, numpy names MXNet needs)
     import mxnet  # noqa: F401
+    import utils.errors  # noqa: F401  (first_line's)
+    import utils.training  # noqa: F401  (seed_everything)
     from assignments import testing  # noqa: F401
 
 
@@ -150,10 +156,7 @@ def main():
 
 def serve(request, channel):
     """Import the student's module and run the probes; never returns."""
-    import random
-
-    import numpy as np
-    import mxnet as mx
+    from utils.training import seed_everything
     CHANNEL[:] = [channel, os.getpid()]
     paths = request['paths']
     probes = load_module(os.path.join(paths['lib'], 'probes.py'), 'probes')
@@ -180,9 +183,7 @@ def serve(request, channel):
         os._exit(0)
     for name in request['probes']:
         send({'event': 'start', 'probe': name})
-        random.seed(SEED)
-        np.random.seed(SEED)
-        mx.random.seed(SEED)
+        seed_everything(SEED)
         calls = []
         payload, status, message = b'', 'ok', ''
         try:

@@ -338,7 +338,7 @@ class Sandbox:
         zygote = self.zygote()
         scratch = zygote.new_job() if zygote else new_scratch()
         try:
-            prepare_lib(scratch, '', _utils_dir_of_box(self))
+            prepare_lib(scratch, '', utils_folder())
             os.makedirs(os.path.join(scratch, 'submission'))
             with open(os.path.join(scratch, 'submission', 'empty.py'), 'w'):
                 pass
@@ -691,7 +691,7 @@ class Zygote:
         self.jobs = tempfile.mkdtemp(prefix='grade-jobs-')
         os.chmod(self.jobs, 0o755)
         self.runner_lib = os.path.join(self.jobs, '.runner')
-        prepare_lib(self.runner_lib + '.scratch', '', _utils_dir_of_box(box))
+        prepare_lib(self.runner_lib + '.scratch', '', utils_folder())
         self.lib = os.path.join(self.runner_lib + '.scratch', 'lib')
         self.pkgs = os.path.join(self.runner_lib + '.scratch', 'pkgs')
         self.lock = threading.Lock()
@@ -764,6 +764,7 @@ class Zygote:
         shutil.rmtree(self.runner_lib + '.scratch', ignore_errors=True)
 
 
-def _utils_dir_of_box(box):
+def utils_folder():
+    """The `utils` package's folder, which the probe processes import from."""
     import utils
     return os.path.dirname(os.path.abspath(utils.__file__))

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from assignments import build, grade, gradescope, notebooks
+from assignments import build, grade, gradescope, grading, notebooks, reports, tests_files
 from tests.conftest import ROOT
 
 ASSIGNMENT, FILE, NOTEBOOK = 'a4_iou_loss', 'boxes.py', 'boxes.ipynb'
@@ -89,11 +89,11 @@ def filled_notebook(dist, answer):
 def test_build_writes_a_valid_notebook_per_assignment(dist):
     nbformat = pytest.importorskip('nbformat')
     root = os.path.join(dist['student'], 'assignments')
-    every = grade.read_all_tests(os.path.join(dist['autograder'], 'assignments'))
+    every = tests_files.read_all_tests(os.path.join(dist['autograder'], 'assignments'))
     hidden = [t.name for t in every if t.hidden] + [t.probe for t in every if t.probe_hidden]
     for name in build.assignment_folders(root):
         folder = os.path.join(root, name)
-        public = grade.read_tests(folder)
+        public = tests_files.read_tests(folder)
         submission_file = public[0].submission_file
         path = os.path.join(folder, notebooks.notebook_name(submission_file))
         nbformat.validate(nbformat.read(path, as_version=4))  # nbformat 4.5, as Jupyter reads
@@ -144,9 +144,9 @@ def test_public_test_cells_run_in_jupyter(dist, tmp_path, monkeypatch):
 PUBLIC_CELLS = """
 import os, runpy, sys
 import utils  # as the notebook's set-up cell does, before the answers import MXNet
-from assignments import grade, notebooks
+from assignments import notebooks, tests_files
 out, name = sys.argv[1:]
-tests = grade.read_tests(os.path.join(out, 'student', 'assignments', name))
+tests = tests_files.read_tests(os.path.join(out, 'student', 'assignments', name))
 for which in ('autograder', 'student'):
     names = runpy.run_path(os.path.join(out, which, 'assignments', name,
                                         tests[0].submission_file))
@@ -160,7 +160,7 @@ def test_public_test_cells_pass_the_reference_and_fail_the_blank(dist):
     """Every assignment's public-test cells, called as the cells call them from the student
     copy, in one process per assignment standing for its notebook's kernel: the reference
     passes, the blank is 'not implemented yet'."""
-    public = [t for t in grade.read_all_tests(os.path.join(dist['autograder'], 'assignments'))
+    public = [t for t in tests_files.read_all_tests(os.path.join(dist['autograder'], 'assignments'))
               if not t.hidden]
     assignments = sorted({t.assignment for t in public})
     assert len(assignments) == 5
@@ -239,7 +239,7 @@ class NoProcess:
 
 def test_a_broken_notebook_gets_one_line_naming_it(dist, tmp_path, capsys):
     tests_root = os.path.join(dist['autograder'], 'assignments')
-    tests = grade.read_all_tests(tests_root, [ASSIGNMENT])
+    tests = tests_files.read_all_tests(tests_root, [ASSIGNMENT])
     empty = json.loads(read(os.path.join(dist['student'], 'assignments', ASSIGNMENT, NOTEBOOK)))
     for cell in empty['cells']:
         cell['metadata'].pop('gluon_transfer', None)  # an editor that drops cell metadata
@@ -258,13 +258,13 @@ def test_a_broken_notebook_gets_one_line_naming_it(dist, tmp_path, capsys):
         else:
             (folder / NOTEBOOK).write_text(text)
         # refused before any probe process starts: NoProcess fails the test otherwise
-        results = grade.grade(str(tmp_path / name), tests, box=NoProcess())
+        results = grading.grade(str(tmp_path / name), tests, box=NoProcess())
         assert len(results) == 6 and sum(r['points'] for r in results) == 0
         status = 'not_allowed' if name == 'link' else 'bad_notebook'  # any link is refused
         for r in results:
             assert r['status'] == status and words in r['reason'], r
             assert str(folder / NOTEBOOK) in r['reason'] and '\n' not in r['reason']
-        for r in grade.feedback(results):  # hidden tests show only that they failed
+        for r in reports.feedback(results):  # hidden tests show only that they failed
             if r['hidden']:
                 assert (r['status'], r['reason']) == ('failed', 'hidden test'), r
             else:
@@ -306,8 +306,8 @@ def graded_pair(dist, tmp_path_factory):
                        '--tests', tests_root, '--jobs', '2']) == 0
     shown = {student: json.loads(read(str(root / 'feedback' / (student + '.json'))))['tests']
              for student in ('notebook', 'script')}
-    tests = grade.read_all_tests(tests_root, [ASSIGNMENT])
-    teacher = {student: grade.grade(str(root / 'class' / student), tests, jobs=2)
+    tests = tests_files.read_all_tests(tests_root, [ASSIGNMENT])
+    teacher = {student: grading.grade(str(root / 'class' / student), tests, jobs=2)
                for student in ('notebook', 'script')}
     with open(str(root / 'scores.csv')) as f:
         rows = {row['student']: row for row in csv.DictReader(f)}

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from assignments import build, grade, markers
+from assignments import build, grade, grading, markers, tests_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBS = 2
@@ -32,7 +32,7 @@ def dist(tmp_path_factory):
     student, autograder = build.build(str(out))
     return {'out': str(out), 'student': student, 'autograder': autograder,
             'root': os.path.join(autograder, 'assignments'),
-            'tests': grade.read_all_tests(os.path.join(autograder, 'assignments'))}
+            'tests': tests_files.read_all_tests(os.path.join(autograder, 'assignments'))}
 
 
 def read(path):
@@ -102,8 +102,8 @@ def test_build_refuses_hidden_names_and_repeated_inputs(tmp_path):
     with pytest.raises(build.BuildError, match='EDGE_CASES'):
         build.build_into(str(tmp_path / 'out'), str(source))
     # a hidden probe calling with a public probe's arguments is found from the recorded calls
-    probes = {t.probe: t for t in grade.read_tests(os.path.join(ROOT, 'assignments',
-                                                                'a4_iou_loss'))}
+    folder = os.path.join(ROOT, 'assignments', 'a4_iou_loss')
+    probes = {t.probe: t for t in tests_files.read_tests(folder)}
     same = [['iou', ['array[1, 4]:abc', 'array[1, 4]:abc']]]
     results = [{'calls': same}, {'calls': same}, {'calls': [['iou', ['other']]]}]
     chosen = [probes['iou_same_box'], probes['iou_edge_cases'], probes['iou_unseen']]
@@ -112,12 +112,12 @@ def test_build_refuses_hidden_names_and_repeated_inputs(tmp_path):
 
 def test_probe_source_holds_no_check():
     text = read(os.path.join(ROOT, 'assignments', 'a4_iou_loss', 'tests.py'))
-    source = grade.probe_source(text, ['iou_unseen', 'loss_unseen'])
+    source = tests_files.probe_source(text, ['iou_unseen', 'loss_unseen'])
     assert 'def iou_unseen' in source and 'def unseen_boxes' in source
     for absent in ('def test_', 'reference_iou', 'check_loss', 'def iou_edge_cases',
                    'assert_close(seen'):
         assert absent not in source, absent
-    public = grade.probe_source(text, ['iou_same_box'])
+    public = tests_files.probe_source(text, ['iou_same_box'])
     assert 'HIDDEN' not in public and '2024' not in public
 
 
@@ -217,8 +217,8 @@ def test_planted_mistake_loses_exactly_its_points(dist, tmp_path, case):
     ones, which score full marks (test above): grading is per file."""
     assignment, (old, new), breaks = PLANTED[case]
     folder, tests = reference_with(dist, tmp_path, 'planted', assignment, old, new)
-    grade.setup(tests)
-    results = grade.grade(str(folder), tests, JOBS)
+    grading.setup(tests)
+    results = grading.grade(str(folder), tests, JOBS)
     failed = {r['test'] for r in results if r['status'] != 'passed'}
     assert failed == breaks, by_test(results)
     lost = sum(t.points for t in tests if t.name in breaks)
@@ -270,13 +270,13 @@ def test_one_failing_student_is_marked_and_the_run_goes_on(dist, tmp_path, monke
     class_dir = tmp_path / 'class'
     for name in ('a', 'b', 'c'):
         (class_dir / name).mkdir(parents=True)
-    real = grade.grade
+    real = grading.grade
 
     def faulty(folder, *args, **kwargs):
         if os.path.basename(folder) == 'b':
             raise RuntimeError('disk on fire')
         return real(folder, *args, **kwargs)
-    monkeypatch.setattr(grade, 'grade', faulty)
+    monkeypatch.setattr(grading, 'grade', faulty)
     scores = tmp_path / 'scores.csv'
     assert grade.main(['--class-dir', str(class_dir), '--csv', str(scores), '--only',
                        'a4_iou_loss', '--tests', dist['root']]) == 0

@@ -19,7 +19,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from assignments import build, checks, grade, gradescope, notebooks, runner, sandbox, shown
+from assignments import (build, checks, gradescope, grading, notebooks, reports, runner, sandbox,
+                         shown, tests_files)
+from assignments.observations import Observation, decode
 from assignments.testing import assert_close
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,12 +44,12 @@ def probe_then_judge(assignment, probe_name, test_name, submission):
     import mxnet as mx
     tests = module_from(os.path.join(TESTS_ROOT, assignment, 'tests.py'), 'tests_' + assignment)
     mx.random.seed(runner.SEED)
-    seen = grade.decode(runner.encode(getattr(tests, probe_name)(submission)))
-    return grade.judge(getattr(tests, test_name), seen)[:2]
+    seen = decode(runner.encode(getattr(tests, probe_name)(submission)))
+    return checks.judge(getattr(tests, test_name), seen)[:2]
 
 
 def the_test(name, assignment, root=TESTS_ROOT):
-    return [t for t in grade.read_all_tests(root, [assignment]) if t.name == name][0]
+    return [t for t in tests_files.read_all_tests(root, [assignment]) if t.name == name][0]
 
 
 class NoProcess:
@@ -177,7 +179,7 @@ def test_a5_hostile_graphs_fail_their_test_and_the_next_check_runs(a5_seen):
     cases = {'output_seven': graph_with(a5_seen, output_seven),
              'shared_convolutions': graph_with(a5_seen, shared_convolutions),
              'relabelled': relabelled(a5_seen), 'honest': a5_seen}
-    results = {name: grade.check(test, grade.Observation('ok', payload=runner.encode(seen)))
+    results = {name: grading.check(test, Observation('ok', payload=runner.encode(seen)))
                for name, seen in cases.items()}
     assert 'earlier node' in results['output_seven']['reason'], results
     assert 'layers are not those' in results['shared_convolutions']['reason'], results
@@ -187,7 +189,7 @@ def test_a5_hostile_graphs_fail_their_test_and_the_next_check_runs(a5_seen):
     # the base left trainable, its parameters said to be the head's
     lied = dict(a5_seen, roles={n: (['head', 'write'] if role == 'base' else [role, req])
                                 for n, (role, req) in a5_seen['roles'].items()})
-    result = grade.check(grad_req, grade.Observation('ok', payload=runner.encode(lied)))
+    result = grading.check(grad_req, Observation('ok', payload=runner.encode(lied)))
     assert result['points'] == 0 and 'still get gradients' in result['reason'], result
 
 
@@ -239,11 +241,11 @@ def test_a_check_that_crashes_hangs_or_takes_memory_fails_alone(tmp_path, monkey
     folder = tmp_path / 'a9_bounded'
     folder.mkdir()
     (folder / 'tests.py').write_text(BOUNDED_TESTS)
-    tests = {t.name: t for t in grade.read_all_tests(str(tmp_path))}
+    tests = {t.name: t for t in tests_files.read_all_tests(str(tmp_path))}
     monkeypatch.setattr(checks, 'CHECK_SECONDS', 2)
     monkeypatch.setattr(checks, 'WALL_FACTOR', 3)  # a sleep uses no CPU time: 6 s in all
     payload = runner.encode({'n': 2 ** 40})
-    results = {name: grade.check(tests[name], grade.Observation('ok', payload=payload))
+    results = {name: grading.check(tests[name], Observation('ok', payload=payload))
                for name in ('test_crashes', 'test_hangs', 'test_spins', 'test_takes_memory',
                             'test_fine')}
     assert 'crashed (' in results['test_crashes']['reason'], results
@@ -266,8 +268,8 @@ def test_an_npz_claiming_more_than_it_holds_is_refused_before_reading():
     with zipfile.ZipFile(archive, 'w') as z:
         z.writestr('big.npy', header.getvalue() + b'\0' * 64)
     with pytest.raises(ValueError, match='an array of'):
-        grade.decode(archive.getvalue())
-    assert grade.decode(runner.encode({'x': np.arange(3)}))['x'].tolist() == [0, 1, 2]
+        decode(archive.getvalue())
+    assert decode(runner.encode({'x': np.arange(3)}))['x'].tolist() == [0, 1, 2]
 
 
 def test_a_large_array_is_judged_by_its_shape_before_it_is_cast():
@@ -280,6 +282,22 @@ def test_a_large_array_is_judged_by_its_shape_before_it_is_cast():
     finally:
         tracemalloc.stop()
     assert peak < 2 ** 20, peak
+
+
+def test_a_reason_names_the_error_and_mxnets_own_line():
+    """The grader's reasons name the exception's type and, for MXNet, its last line, which
+    says why (the first is only 'Traceback ...')."""
+    class MXNetError(Exception):
+        pass
+    mxnet_error = MXNetError('Traceback (most recent call last):\n  File "dot-inl.h", line 9\n'
+                             'MXNetError: Check failed: dot shape error: [2,3] X [2,3]')
+    assert runner.first_line(mxnet_error) == \
+        'MXNetError: Check failed: dot shape error: [2,3] X [2,3]'
+    assert runner.first_line(KeyError('x')) == "KeyError: 'x'"
+    assert runner.first_line(ValueError()) == 'ValueError'
+    passed, reason, trace = checks.judge(lambda data: data['missing'], {})
+    assert not passed and reason == "%s (KeyError: 'missing')" % checks.WRONG_FORM, reason
+    assert 'KeyError' in trace
 
 
 def test_a_large_graded_cell_is_refused_before_it_is_parsed(tmp_path):
@@ -301,24 +319,24 @@ HOSTILE_TEXT = '\ud800 \x1b[2J\x1b]0;owned\x07 done\r\nTOTAL 46/46 \u202e'
 
 def test_student_text_reaches_terminal_json_and_csv_escaped(tmp_path):
     test = the_test('test_iou_same_box', 'a4_iou_loss')
-    result = grade.check(test, grade.Observation('error', HOSTILE_TEXT, output=HOSTILE_TEXT))
+    result = grading.check(test, Observation('error', HOSTILE_TEXT, output=HOSTILE_TEXT))
     result = shown.record(result)
-    for r in (result, grade.feedback([result], verbose=True)[0]):
+    for r in (result, reports.feedback([result], verbose=True)[0]):
         for key in ('reason', 'output'):
             r[key].encode('utf-8')  # no lone surrogate
             assert not any(c in r[key] for c in '\x1b\x07\r\u202e'), r[key]
         assert '\n' not in r['reason']
     terminal = io.TextIOWrapper(io.BytesIO(), encoding='utf-8', errors='strict')
-    grade.report(grade.feedback([result], verbose=True), terminal)
+    reports.report(reports.feedback([result], verbose=True), terminal)
     terminal.flush()
     lines = terminal.buffer.getvalue().decode('utf-8').splitlines()
     assert not any(line.startswith('TOTAL 46') for line in lines), lines
     path = tmp_path / 'results.json'
-    gradescope.write_results(str(path), grade.feedback([result]), None)
+    gradescope.write_results(str(path), reports.feedback([result]), None)
     path.read_bytes().decode('utf-8')
-    assert json.loads(grade.to_json([result], 1.0))['tests'][0]['reason'] == result['reason']
+    assert json.loads(reports.to_json([result], 1.0))['tests'][0]['reason'] == result['reason']
     names = ['=1+2', '+cmd', '-2', '@SUM(A1)', '\tx', 'line\nTOTAL 19 of 19', 'plain']
-    text = grade.class_csv([(n, [result], 1.0, n) for n in names], ['a4_iou_loss'])
+    text = reports.class_csv([(n, [result], 1.0, n) for n in names], ['a4_iou_loss'])
     rows = list(csv.reader(io.StringIO(text)))[1:]
     assert len(rows) == len(names)
     for row in rows:
@@ -345,7 +363,7 @@ def reference_folder(root, name):
 
 
 def test_a_link_in_a_hand_in_is_refused(tmp_path):
-    tests = grade.read_all_tests(TESTS_ROOT, ['a4_iou_loss'])
+    tests = tests_files.read_all_tests(TESTS_ROOT, ['a4_iou_loss'])
     victim = reference_folder(tmp_path, 'victim')
     cases = {}
     cases['folder_link'] = tmp_path / 'folder_link'
@@ -360,13 +378,13 @@ def test_a_link_in_a_hand_in_is_refused(tmp_path):
     cases['inner_link'] = reference_folder(tmp_path, 'inner_link').parent
     os.symlink('/etc', str(cases['inner_link'] / 'a4_iou_loss' / 'data'))
     for name, folder in cases.items():
-        results = grade.grade(str(folder), tests, box=NoProcess())
+        results = grading.grade(str(folder), tests, box=NoProcess())
         assert sum(r['points'] for r in results) == 0
         for r in results:
             assert r['status'] == 'not_allowed' and 'is a symbolic link' in r['reason'], r
             assert '\n' not in r['reason']
     os.symlink(str(victim.parent), str(tmp_path / 'class_link'))
-    results, note = grade.grade_student(str(tmp_path / 'class_link'), tests, box=NoProcess())
+    results, note = grading.grade_student(str(tmp_path / 'class_link'), tests, box=NoProcess())
     assert note.startswith('refused') and sum(r['points'] for r in results) == 0
 
 
@@ -374,14 +392,14 @@ def test_a_link_in_a_hand_in_is_refused(tmp_path):
 # A hidden test tells pass or fail, nothing more
 
 def test_a_hidden_test_shows_no_time():
-    tests = grade.read_all_tests(TESTS_ROOT, ['a4_iou_loss'])
-    results = [dict(grade.new_result(t), status='passed', seconds=1.23) for t in tests]
-    mine = grade.student_feedback(results)
+    tests = tests_files.read_all_tests(TESTS_ROOT, ['a4_iou_loss'])
+    results = [dict(grading.new_result(t), status='passed', seconds=1.23) for t in tests]
+    mine = reports.student_feedback(results)
     assert {r['seconds'] for r in mine if r['hidden']} == {None}
     assert {r['seconds'] for r in mine if not r['hidden']} == {1.23}
-    assert json.loads(grade.to_json(mine, grade.shown_seconds(mine, 9.0)))['seconds'] is None
-    teacher = grade.feedback(results, show_hidden=True)
-    assert grade.shown_seconds(teacher, 9.0) == 9.0
+    assert json.loads(reports.to_json(mine, reports.shown_seconds(mine, 9.0)))['seconds'] is None
+    teacher = reports.feedback(results, show_hidden=True)
+    assert reports.shown_seconds(teacher, 9.0) == 9.0
 
 
 # ---------------------------------------------------------------------------------------------

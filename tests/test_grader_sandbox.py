@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from assignments import build, grade, sandbox
+from assignments import build, grading, probe_runs, sandbox, submissions, tests_files
 from tests.test_assignments import ROOT
 
 INVENTORY_TESTS = '''
@@ -195,15 +195,16 @@ def inventory(folder, secrets):
     with open(os.path.join(student, 'look.py'), 'w') as f:
         f.write(INVENTORY.replace('SECRET_PATHS', repr(secrets)).replace(
             'SHM_KEY_VALUE', str(SHM_KEY)))
-    return grade.read_all_tests(os.path.join(folder, 'tests'))
+    return tests_files.read_all_tests(os.path.join(folder, 'tests'))
 
 
 def probe(box, folder, tests, name, copy='copy'):
     target = os.path.join(folder, copy)
-    grade.submission_source(os.path.join(folder, 'student'), 'a9_look', 'look.py', target)
-    job = grade.Job('a9_look', tests[0].tests_file, 'look.py', target, box, grade.Slots(1),
-                    None)
-    return grade.run_probes(job, {name: 60})[name]
+    submissions.submission_source(os.path.join(folder, 'student'), 'a9_look', 'look.py',
+                                  target)
+    job = probe_runs.Job('a9_look', tests[0].tests_file, 'look.py', target, box,
+                         probe_runs.probe_slots(1), None)
+    return probe_runs.run_probes(job, {name: 60})[name]
 
 
 def secret_copies(folder):
@@ -333,8 +334,8 @@ def test_without_bubblewrap_the_grader_refuses_in_one_line(tmp_path, monkeypatch
     line = box.refusal()
     assert line and '\n' not in line
     assert 'apt-get install bubblewrap' in line and sandbox.DISPOSABLE_FLAG in line
-    with pytest.raises(grade.GradeError, match='no sandbox here'):
-        grade.setup([], box)
+    with pytest.raises(tests_files.GradeError, match='no sandbox here'):
+        grading.setup([], box)
     with pytest.raises(sandbox.Refused):
         box.start({'probes': []}, str(tmp_path), 0, 10, str(tmp_path / 'out'))
     assert box.self_test() == line
@@ -356,7 +357,7 @@ def test_disposable_container_grades_and_says_which_guards_are_down(tmp_path, mo
     monkeypatch.delenv(sandbox.DISPOSABLE_ENV, raising=False)
     student, autograder = build.build(str(tmp_path / 'dist'))
     root = os.path.join(autograder, 'assignments')
-    tests = grade.read_all_tests(root, ['a4_iou_loss'])
+    tests = tests_files.read_all_tests(root, ['a4_iou_loss'])
     box = sandbox.Sandbox(use_bwrap=False, disposable=True)
     try:
         assert box.refusal() is None
@@ -365,7 +366,7 @@ def test_disposable_container_grades_and_says_which_guards_are_down(tmp_path, mo
         assert '\n' not in line and not box.complete()
         if os.geteuid() == 0 and not box.own_user:
             assert 'student code runs as root' in line
-        results = grade.grade(root, tests, 2, box=box)
+        results = grading.grade(root, tests, 2, box=box)
     finally:
         box.close()
     assert sum(r['points'] for r in results) == 9, results
@@ -375,7 +376,7 @@ UNPRIVILEGED_DRIVER = '''
 import json, os, sys
 sys.path.insert(0, %(root)r)
 sys.path.insert(0, %(here)r)
-from assignments import grade, sandbox
+from assignments import sandbox
 from test_grader_sandbox import inventory, probe
 folder = %(folder)r
 box = sandbox.Sandbox(hide=[os.path.join(%(root)r, 'assignments')])

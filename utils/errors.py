@@ -26,14 +26,16 @@ def main_guard(main):
     return guarded
 
 
-def one_line(err, limit=160):
+def one_line(err, limit=160, named=False):
     """An exception as one short line: MXNet puts its reason on the last line, others on the
-    first."""
+    first. named: the exception's type in front (`KeyError: 'x'`), as the grader's reasons
+    show it."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     if not lines:
         return type(err).__name__
     text = lines[-1] if type(err).__name__ == 'MXNetError' else lines[0]
-    return text.replace('MXNetError: ', '')[:limit]
+    text = text.replace('MXNetError: ', '')[:limit]
+    return '%s: %s' % (type(err).__name__, text) if named else text
 
 
 class OneLineParser(argparse.ArgumentParser):
