@@ -114,7 +114,7 @@ def _main(args):
     # The probe processes share the CPUs; this process's checks keep every usable CPU,
     # whatever the load: a2's few-shot check scores 0.78 with one thread, 0.80 with two.
     os.environ.update(sandbox.thread_settings(1))  # before MXNet loads
-    default_sandbox().jobs = args.jobs
+    grading.default_sandbox().jobs = args.jobs
     tests = read_all_tests(args.tests, args.only)
     if args.submission and not os.path.isdir(args.submission):
         raise GradeError('%s is not a folder: give the folder of one student\'s submission'
