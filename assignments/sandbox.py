@@ -53,14 +53,9 @@ DISPOSABLE_FLAG = '--disposable-container'
 
 
 def thread_settings(jobs):
-    """OMP_NUM_THREADS (and the user's OpenMP settings) for one of `jobs` processes at once:
-    utils.threads, loaded by its path, as `import utils` would import MXNet."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        '_utils_threads', os.path.join(os.path.dirname(HERE), 'utils', 'threads.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.job_environment(jobs)
+    """OMP_NUM_THREADS (and the user's OpenMP settings) for one of `jobs` processes at once."""
+    from utils.threads import job_environment  # standard library only: no MXNet here
+    return job_environment(jobs)
 
 
 def _is_root():
