@@ -26,9 +26,10 @@ import platform
 import time
 
 import utils  # sets OMP_NUM_THREADS before MXNet loads
-from utils import class_rows, fashion_mnist
-from utils.datasets import load_faces
-from utils.imagenet import preprocess_batch as to_input
+from utils.data import fashion_mnist
+from utils.pretrained import class_rows
+from utils.data.datasets import load_faces
+from utils.pretrained.imagenet import preprocess_batch as to_input
 from utils.errors import UserError, main_guard
 from utils.files import write_json
 

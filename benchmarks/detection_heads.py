@@ -10,7 +10,7 @@ batch 128, the rate divided by 5 after half the steps, the output bias at the me
 15% of the scenes for validation) and prints its last training and validation loss, shape
 accuracy and mean IoU on fresh scenes (seed + 1; also on the first 200 alone, the chapter's
 test scenes for the same seed), and CPU seconds per epoch. `text`, `conv` and `conv3x3` are
-the chapter's heads (utils.heads); the others take `conv3x3` apart.
+the chapter's heads (utils.detection.heads); the others take `conv3x3` apart.
 """
 import utils  # sets OMP_NUM_THREADS before MXNet loads
 
@@ -23,12 +23,12 @@ import numpy as np
 from mxnet import gluon, init
 from mxnet.gluon import nn
 
-from utils.bbox import detection_metrics
+from utils.detection.bbox import detection_metrics
 from utils.cli import positive_int
 from utils.errors import main_guard
-from utils.heads import build_new_head, conv3x3_head, conv_head
-from utils.loss import ScaledMSELoss
-from utils.scenes import CANVAS_SIZE, make_scenes
+from utils.detection.heads import build_new_head, conv3x3_head, conv_head
+from utils.detection.loss import ScaledMSELoss
+from utils.detection.scenes import CANVAS_SIZE, make_scenes
 
 
 def conv_then_text_head(layers, dropout):

@@ -19,9 +19,9 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, init, nd
 
-from utils.heads import conv3x3_head, conv_head
-from utils.loss import ScaledMSELoss
-from utils.scenes import make_scenes
+from utils.detection.heads import conv3x3_head, conv_head
+from utils.detection.loss import ScaledMSELoss
+from utils.detection.scenes import make_scenes
 
 
 class Clock:

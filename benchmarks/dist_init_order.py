@@ -1,6 +1,7 @@
-"""Reproduction: a dist_sync worker's initial pull answered with the first gradient sum.
+r"""Reproduction: a dist_sync worker's initial pull answered with the first gradient sum.
 
-    python -m utils.launch -n 2 -- python -m benchmarks.dist_init_order [--rounds 50] [--ordered]
+    python -m utils.training.launch -n 2 -- \
+        python -m benchmarks.dist_init_order [--rounds 50] [--ordered]
 
 What gluon.Trainer does on a 'dist_sync' kvstore with update_on_kvstore=False, in its first
 `step`: kv.broadcast(key, weight, out=weight) for every parameter (rank 0 pushes its value,
@@ -15,7 +16,7 @@ becomes that worker's weight.
 Each round uses fresh keys, weights 1, 2, 3, 4 and gradients 100 x (rank + 1); a weight that
 is not its initial value afterwards was overwritten (300 = the gradient sum of two workers).
 --ordered waits for the pulled weights and passes a barrier before the first pushpull, which
-is what utils.training.init_distributed does. Run it with two busy processes beside it
+is what utils.training.loop.init_distributed does. Run it with two busy processes beside it
 (`python -c 'while 1: pass' &`) to see overwrites; an idle machine rarely shows them.
 """
 import argparse

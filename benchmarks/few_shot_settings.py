@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from utils.few_shot import load_pool, parse_per_class, per_class_subset, pool_datasets
-from utils.transfer_methods import FineTune, FrozenFeatures, Scratch, fit
+from utils.training.few_shot import load_pool, parse_per_class, per_class_subset, pool_datasets
+from utils.training.transfer_methods import FineTune, FrozenFeatures, Scratch, fit
 
 BATCH_SIZE = 16  # at most, as in the chapter
 

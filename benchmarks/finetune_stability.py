@@ -24,9 +24,10 @@ import time
 import numpy as np
 from mxnet import autograd, nd
 
-from utils.block import batchnorms
-from utils.few_shot import load_pool, parse_per_class, per_class_subset, pool_datasets, pool_size
-from utils.transfer_methods import RISE, FineTune
+from utils.pretrained.block import batchnorms
+from utils.training.few_shot import (load_pool, parse_per_class, per_class_subset, pool_datasets,
+                                     pool_size)
+from utils.training.transfer_methods import RISE, FineTune
 
 BATCH_SIZE = 16  # at most, as in the chapter
 

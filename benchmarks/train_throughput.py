@@ -10,9 +10,10 @@ variant:
   limit        batches decoded and augmented once, already on the device; forward, backward and
                SGD step only: no data loading, no metrics, no per-batch wait.
   utils.train  ImageFolderDataset + DataLoader + utils.train, as the chapters use them: the
-               pictures decoded once into memory (utils.decoded; --decode every-epoch: not),
+               pictures decoded once into memory (utils.data.decoded; --decode every-epoch: not),
                gluon's transforms on every picture (--augment numpy: cropped in numpy and
-               normalised per batch as the DataLoader makes it, utils.transforms.CroppedBatches).
+               normalised per batch as the DataLoader makes it,
+               utils.data.transforms.CroppedBatches).
   d2l          d2l.train_ch13 (d2l 1.0.3, mxnet.np interface, npx.set_np()) on the same folder.
 
 Each variant runs in its own process (d2l needs npx.set_np(); peak RSS is per variant). Weights
@@ -107,12 +108,12 @@ def run_limit(cfg):
     import utils
     from mxnet import autograd, gluon, nd
     ctx = utils.parse_devices(cfg['devices'])
-    utils.training.seed_everything(cfg['seed'])
+    utils.training.loop.seed_everything(cfg['seed'])
     dataset = gluon.data.vision.ImageFolderDataset(cfg['folder'])
     dataset = dataset.transform_first(_augmentation(cfg['image_size']))
     loader = gluon.data.DataLoader(dataset, cfg['batch_size'], shuffle=True, last_batch='discard')
     # Every batch decoded once and split over the devices before the clock starts.
-    batches = [utils.training.split_batch(x, y, ctx) for x, y in loader]
+    batches = [utils.training.loop.split_batch(x, y, ctx) for x, y in loader]
     nd.waitall()
     net = _net(cfg['model'], ctx)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -141,16 +142,16 @@ def _training_setup(cfg, decode_once=False, numpy_augment=False):
     """What utils.train and d2l share: devices, the augmented folder, net, loss, SGD.
 
     Called after npx.set_np() in the d2l process, so its arrays are mxnet.np arrays there.
-    decode_once: the pictures decoded once into memory when they fit (utils.decoded, as the
+    decode_once: the pictures decoded once into memory when they fit (utils.data.decoded, as the
     chapters load them); RandomResizedCrop needs the whole picture, so none is resized.
     numpy_augment: the dataset keeps the numpy pictures as they are; the DataLoader's
-    batchify_fn (utils.transforms.CroppedBatches) crops them into each batch.
+    batchify_fn (utils.data.transforms.CroppedBatches) crops them into each batch.
     """
     import utils
     from mxnet import gluon
-    from utils.decoded import decode_once as decoded
+    from utils.data.decoded import decode_once as decoded
     ctx = utils.parse_devices(cfg['devices'])
-    utils.training.seed_everything(cfg['seed'])
+    utils.training.loop.seed_everything(cfg['seed'])
     dataset = gluon.data.vision.ImageFolderDataset(cfg['folder'])
     if decode_once:
         dataset = decoded(dataset, name='image folder', print_fn=lambda *a: None,
@@ -166,7 +167,7 @@ def _training_setup(cfg, decode_once=False, numpy_augment=False):
 def run_utils_train(cfg):
     import utils
     from mxnet import gluon
-    from utils.transforms import CroppedBatches, RandomResizedCropFlip
+    from utils.data.transforms import CroppedBatches, RandomResizedCropFlip
     numpy_augment = cfg['augment'] == 'numpy'
     ctx, dataset, net, loss, trainer = _training_setup(cfg, cfg['decode'] == 'once',
                                                        numpy_augment)
@@ -318,7 +319,7 @@ def parse_args(argv=None):
     p.add_argument('--augment', choices=('numpy', 'gluon'), default='gluon',
                    help="utils.train: gluon's transforms on every picture (as d2l, the limit and "
                         'the chapters), or a crop in numpy and one normalisation per batch '
-                        '(utils.transforms)')
+                        '(utils.data.transforms)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--timeout', type=float, default=1800, help='seconds per variant run')
     p.add_argument('--json', default=None, metavar='PATH', help='write the results as JSON')

@@ -4,7 +4,7 @@ A chapter marks a top-level definition (a `def`, a `class` or an assignment) tha
 chapter, an assignment or a test reuses with a comment line right above it, naming the
 `utils` module that keeps the copy (the role of d2l's `#@save`):
 
-    # @save utils.finetune
+    # @save utils.pretrained.finetune
     def train_fine_tuning(net, ctx, train_imgs, test_imgs, ...):
 
 The module holds the same lines, byte for byte, under a marker naming the chapter:

@@ -38,9 +38,13 @@ import numpy as np
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
-from utils import capture, opt, webcam_page
+from utils import opt
+
+from utils.data import capture
+
+from utils.display import webcam_page
 from utils.cli import PIXELS, fraction, image_path, readable_dir, writable_dir, writable_file
-from utils.datasets import IMAGE_SUFFIXES
+from utils.data.datasets import IMAGE_SUFFIXES
 from utils.errors import UserError, one_line
 from utils.files import write_json, zip_bundle_reader, zip_bundle_writer
 
@@ -527,7 +531,7 @@ elif args.predict:
 # scikit-image's photos of a cat, a cup and a rocket.)
 #
 # The page is three small files (utils/webcam_page_static/), the server is
-# `utils.webcam_page`; the model work is this chapter's functions, called by the server in
+# `utils.display.webcam_page`; the model work is this chapter's functions, called by the server in
 # the order above: the frozen base runs once per picture when Train is pressed, then
 # `train_head`; `predict` for every frame; `save_model` and `load_model`.
 

@@ -30,10 +30,10 @@ from mxnet.gluon.data.vision import transforms
 
 from utils import opt
 from utils.cli import process_count, readable_dir
-from utils.datasets import IMAGE_SUFFIXES
+from utils.data.datasets import IMAGE_SUFFIXES
 from utils.errors import UserError
 from utils.files import atomic_path
-from utils.plotting import plt, save_figure
+from utils.display.plotting import plt, save_figure
 
 # %% [markdown]
 # ## Settings

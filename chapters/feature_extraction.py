@@ -35,7 +35,7 @@ from mxnet.gluon import nn
 
 from utils import opt
 from utils.cli import PIXELS
-from utils.plotting import plt, save_figure
+from utils.display.plotting import plt, save_figure
 
 # %% [markdown]
 # ## Settings

@@ -28,12 +28,12 @@ from mxnet import gluon, image, init, nd
 
 from utils import opt
 from utils.cli import PIXELS, fraction, image_file, non_negative_float, one_of
-from utils.datasets import hotdog_folder
+from utils.data.datasets import hotdog_folder
 from utils.errors import UserError
-from utils.few_shot import parse_per_class
-from utils.imagenet import normalise
-from utils.model_store import known_models
-from utils.transforms import resize_side
+from utils.training.few_shot import parse_per_class
+from utils.pretrained.imagenet import normalise
+from utils.pretrained.model_store import known_models
+from utils.data.transforms import resize_side
 
 # %% [markdown]
 # ## Settings
@@ -47,7 +47,7 @@ from utils.transforms import resize_side
 # (`QUICK_FACES`, applied in the next section to what the command line did not give).
 
 # %%
-# @save utils.finetune
+# @save utils.pretrained.finetune
 FINE_TUNING_SETTINGS = dict(
     model=opt('auto', "pretrained model: auto (hotdog: resnet18_v2 from the model store, "
                       "faces: mobilenetv2_1.0 from the offline weights) or any name "
@@ -107,7 +107,7 @@ train_augs = [image.HorizontalFlipAug(.5), image.RandomCropAug((size, size))]
 test_augs = [image.CenterCropAug((size, size))]
 
 
-# @save utils.transforms
+# @save utils.data.transforms
 def transform(data, label, augs):
     """The text's transform: augment an HWC image with values 0-255, make it CHW, and
     normalise it for ImageNet nets (the port's addition)."""
@@ -188,7 +188,7 @@ if args.finetune_batchnorm == 'inference':  # see the next cell
 
 
 # %%
-# @save utils.finetune
+# @save utils.pretrained.finetune
 def train_fine_tuning(net, ctx, train_imgs, test_imgs, batch_size=64, epochs=10,
                       learning_rate=0.01, wd=0.001, output_lr_mult=1.0, bn_momentum=0.9,
                       progress=None, seed=None, first_epoch=0):
@@ -309,7 +309,7 @@ def as_file(photo, path):
     """A held-out photo kept in memory (uint8 HWC) written as a PNG, for classify_hotdog."""
     if isinstance(photo, str):
         return photo
-    utils.plotting.plt.imsave(path, photo)
+    utils.display.plotting.plt.imsave(path, photo)
     return path
 
 

@@ -35,11 +35,15 @@ import numpy as np
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
-from utils import class_rows, digits, fashion_mnist, opt
-from utils.datasets import load_faces
-from utils.few_shot import per_class_subset
-from utils.split import IndexSampler
-from utils.plotting import plt, save_figure
+from utils import opt
+
+from utils.data import digits, fashion_mnist
+
+from utils.pretrained import class_rows
+from utils.data.datasets import load_faces
+from utils.training.few_shot import per_class_subset
+from utils.data.split import IndexSampler
+from utils.display.plotting import plt, save_figure
 
 # %% [markdown]
 # ## Settings
@@ -258,7 +262,7 @@ if 2 in chosen:
 # Offline there is no hotdog, but Fashion-MNIST's shoes have ImageNet classes of their own:
 # sandal, running shoe (sneaker) and cowboy boot (ankle boot), found by name. Each class's
 # output row then starts from its ImageNet row (weight and bias), against row 713 for every
-# class, random rows and a fresh layer, few-shot, over seeds (utils.class_rows). Without
+# class, random rows and a fresh layer, few-shot, over seeds (utils.pretrained.class_rows). Without
 # Fashion-MNIST the faces stand in: no ImageNet class is "face", so the 1000 rows are ranked
 # by how well each alone separates the training photos (the AUC of its logit).
 
@@ -526,7 +530,7 @@ if 5 in chosen:
 # comes before `trainable` is set; exercise 2, to check that `fit()` leaves the frozen conv2d
 # weights as they were, and changes them when nothing is frozen.
 #
-# The digits here are scikit-learn's (`utils.digits`: 1797 8x8 images, about 180 per digit;
+# The digits here are scikit-learn's (`utils.data.digits`: 1797 8x8 images, about 180 per digit;
 # MNIST's 28x28 ship in no package the project installs), and the net is the example's: two 3x3
 # convolutions with 32 filters and relu, 2x2 max-pooling, dropout 0.25, flatten, dense 128 relu,
 # dropout 0.5, dense 5. It learns 0-4 first (80% of them; the rest measures it). Then 5-9, whose
@@ -548,7 +552,8 @@ if 5 in chosen:
 # Not ported from those exercises: exercise 3 converts Keras' MobileNetV2 to TensorFlow.js and
 # reads its `summary()` in the browser; neither Keras nor TensorFlow.js is part of this port,
 # whose MobileNetV2 already comes converted from torchvision's weights (its layers:
-# `utils.torchvision_weights`). Exercise 4 unfreezes layers of the speech-commands model: no
+# `utils.pretrained.torchvision_weights`). Exercise 4 unfreezes layers of the speech-commands
+# model: no
 # speech-commands model or recordings ship in a package the project installs; its question,
 # whether the frozen dense weights stay unchanged until the layers are unfrozen and trained
 # again, is the one the tables below answer for convolutions. Exercises 5 to 7 (label

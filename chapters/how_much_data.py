@@ -27,9 +27,10 @@ import time
 
 from utils import opt
 from utils.cli import size_in
-from utils.few_shot import (ALL, curve_table, load_pool, parse_per_class, per_class_subset,
-                            plot_curves, pool_datasets, pool_size, summarise)
-from utils.transfer_methods import RISE, FineTune, FrozenFeatures, Scratch, run_experiment
+from utils.training.few_shot import (ALL, curve_table, load_pool, parse_per_class,
+                                     per_class_subset, plot_curves, pool_datasets, pool_size,
+                                     summarise)
+from utils.training.transfer_methods import RISE, FineTune, FrozenFeatures, Scratch, run_experiment
 
 # %% [markdown]
 # ## Settings
@@ -96,7 +97,7 @@ data = pool_datasets(train, test, synsets, size)
 # ## Three ways to use a pretrained network
 # The fine-tuning chapter's `finetune_net` and `scratch_net`, and between them the feature
 # extractor: ImageNet features kept as they are, only a new output layer trained
-# (`utils.transfer_methods` holds the three).
+# (`utils.training.transfer_methods` holds the three).
 #
 # **BatchNorm when fine-tuning.** The TensorFlow text: when a model with BatchNormalization
 # layers is unfrozen for fine-tuning, keep them in inference mode (`training=False`), otherwise

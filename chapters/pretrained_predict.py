@@ -29,8 +29,8 @@ from mxnet import nd
 
 from utils import opt
 from utils.cli import image_file, one_of, size_in
-from utils.model_store import input_size, known_models
-from utils.torchvision_weights import OFFLINE_MODEL
+from utils.pretrained.model_store import input_size, known_models
+from utils.pretrained.torchvision_weights import OFFLINE_MODEL
 
 # %% [markdown]
 # ## Settings

@@ -36,13 +36,13 @@ from mxnet.gluon import nn
 
 from utils import opt
 from utils.cli import PIXELS, fraction, non_negative_int, positive_int, size_in
-from utils.bbox import decode, detection_metrics
+from utils.detection.bbox import decode, detection_metrics
 from utils.errors import UserError, one_line
 from utils.files import checked_path, damage, write_json
-from utils.heads import conv3x3_head, conv_head
-from utils.loss import TwoOutputLoss
-from utils.plotting import plt, save_figure
-from utils.scenes import CANVAS_SIZE, make_scenes
+from utils.detection.heads import conv3x3_head, conv_head
+from utils.detection.loss import TwoOutputLoss
+from utils.display.plotting import plt, save_figure
+from utils.detection.scenes import CANVAS_SIZE, make_scenes
 
 # %% [markdown]
 # ## Settings
@@ -271,9 +271,10 @@ def load_truncated_base(name, pretrained):
 #
 # - `text`: the text's `buildNewHead`, Flatten -> Dense(200, relu) -> Dense(5), below;
 # - `conv`: a 1x1 convolution to 16 channels first, which keeps where things are (the box
-#   needs it) with 16x fewer Dense weights (`utils.heads`);
+#   needs it) with 16x fewer Dense weights (`utils.detection.heads`);
 # - `conv3x3` (`--quick`): a 1x1 convolution to 32 channels and two 3x3 convolutions first,
-#   and dropout 0.5 before the Dense layer (`utils.heads`). Each 3x3 convolution combines a
+#   and dropout 0.5 before the Dense layer (`utils.detection.heads`). Each 3x3 convolution
+#   combines a
 #   cell of the 8x8 grid (at 128 px) with its eight neighbours, so the cells around a box's
 #   edges are read together.
 #
@@ -286,7 +287,7 @@ def load_truncated_base(name, pretrained):
 
 
 # %%
-# @save utils.heads
+# @save utils.detection.heads
 def build_new_head(outputs=5):
     """The text's buildNewHead (listing 5.9): Flatten -> Dense(200, relu) -> Dense(5)."""
     head = nn.HybridSequential(prefix='head_')
@@ -353,7 +354,7 @@ class Detector:
 # text's.
 
 # %%
-# @save utils.loss
+# @save utils.detection.loss
 class ScaledMSELoss(gluon.loss.Loss):
     """The text's customLossFunction: mean squared error against `label * [scale, 1, 1, 1, 1]`
     (labelMultiplier), per sample the mean over the 5 columns."""
@@ -383,7 +384,7 @@ custom_loss_function = ScaledMSELoss(CANVAS_SIZE)
 # | `buildNewHead()` | `build_new_head` (`--head text`) |
 # | `buildObjectDetectionModel()` | `Detector(...)`, `Detector.net` |
 # | `labelMultiplier`, `customLossFunction` | `ScaledMSELoss(CANVAS_SIZE)`, `custom_loss_function` |
-# | `CANVAS_SIZE` | `CANVAS_SIZE` (`utils.scenes`) |
+# | `CANVAS_SIZE` | `CANVAS_SIZE` (`utils.detection.scenes`) |
 # | `model.compile(...)`, `model.fit(...)` | `gluon.Trainer(...)`, `utils.train_arrays(...)` |
 # | `args.numExamples`, `args.batchSize` | `--num-examples`, `--batch-size` |
 # | `initialTransferEpochs`, `fineTuningEpochs` | `--initial-epochs`, `--fine-tuning-epochs` |
@@ -531,7 +532,7 @@ if training:
 # ## Evaluation on fresh scenes
 #
 # Shape accuracy (rectangle iff the first output > 112) and mean intersection over union of
-# the predicted and true boxes (`utils.bbox`), on scenes the model never saw, from images
+# the predicted and true boxes (`utils.detection.bbox`), on scenes the model never saw, from images
 # through the whole detector. The model is saved with what `--predict` needs to rebuild it.
 #
 # The text's reference: with 20000 scenes, 100 epochs of phase 1 and 200 of phase 2 at 224

@@ -8,7 +8,7 @@
 # a parameter server (`--kvstore dist_sync`), each worker training on its own shard of the data.
 #
 #     python -m chapters.train_basics --devices cpu:2
-#     python -m utils.launch -n 2 -- python -m chapters.train_basics --kvstore dist_sync
+#     python -m utils.training.launch -n 2 -- python -m chapters.train_basics --kvstore dist_sync
 #
 # It took 4 s on 2 cores shared with other jobs (load 9, OMP_NUM_THREADS=1); there is no
 # separate `--quick` setting.
@@ -23,7 +23,7 @@ from mxnet import gluon, init
 from mxnet.gluon import nn
 
 from utils import opt
-from utils.distributed import create_kvstore, make_trainer, shard_dataset, worker_rank
+from utils.training.distributed import create_kvstore, make_trainer, shard_dataset, worker_rank
 
 # %% [markdown]
 # ## Settings

@@ -1,4 +1,4 @@
-"""The numpy crop and the per-batch normalisation (utils.transforms) against gluon's own
+"""The numpy crop and the per-batch normalisation (utils.data.transforms) against gluon's own
 transforms, picture by picture."""
 import random
 
@@ -8,10 +8,10 @@ from mxnet import gluon, image, nd
 from mxnet.gluon.data.dataloader import default_batchify_fn
 from mxnet.gluon.data.vision import transforms
 
-from utils import decoded
-from utils.datasets import image_folder
-from utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from utils.transforms import CroppedBatches, RandomResizedCropFlip, normalised_batch
+from utils.data import decoded
+from utils.data.datasets import image_folder
+from utils.pretrained.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from utils.data.transforms import CroppedBatches, RandomResizedCropFlip, normalised_batch
 
 
 def pictures(count=6, seed=0):

@@ -1,4 +1,5 @@
-"""utils.block: frozen BatchNorm layers keep their statistics and give exact gradients."""
+"""utils.pretrained.block: frozen BatchNorm layers keep their statistics and give exact
+gradients."""
 import mxnet as mx
 import numpy as np
 import pytest

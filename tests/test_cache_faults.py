@@ -19,9 +19,9 @@ from mxnet import gluon, nd
 from mxnet.gluon import nn
 
 import utils
-from utils import torch_pickle
+from utils.pretrained import torch_pickle
 from utils.files import checked_path, damage, zip_bundle_reader, zip_bundle_writer
-from utils.torchvision_weights import converted_path
+from utils.pretrained.torchvision_weights import converted_path
 
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), 'data')
 
@@ -200,7 +200,7 @@ def test_garbage_with_a_matching_checksum_is_caught_at_load(models, converted_on
 
 
 def test_damaged_converted_weights_without_the_package_say_how_to_install(models, monkeypatch):
-    from utils import torchvision_weights
+    from utils.pretrained import torchvision_weights
     cut(converted_path(str(models)), 5 * 2**20)
     monkeypatch.setattr(torchvision_weights, 'WEIGHTS_PACKAGE', 'no_such_weights_package')
     with pytest.raises(utils.UserError) as err:
@@ -392,7 +392,7 @@ def test_checkpoint_with_an_ndarray_from_a_raw_handle_is_refused(tmp_path):
     ('rmsprop', {'learning_rate': 0.01}),
     ('sgd', {'learning_rate': 0.1, 'lr_scheduler': mx.lr_scheduler.FactorScheduler(10, 0.5)})])
 def test_states_a_trainer_writes_pass_the_check(tmp_path, name, settings):
-    from utils.trainer_states import check_trainer_states
+    from utils.training.trainer_states import check_trainer_states
     net = nn.Dense(2)
     net.initialize()
     trainer = gluon.Trainer(net.collect_params(), name, settings)
@@ -432,7 +432,7 @@ def test_damaged_custom_class_model_is_one_line(tmp_path, capsys, how):
 
 
 def test_damaged_converted_weights_in_a_read_only_cache_is_one_line(models, monkeypatch):
-    from utils import torchvision_weights
+    from utils.pretrained import torchvision_weights
 
     def read_only(path):
         raise PermissionError(13, 'Permission denied', path)

@@ -7,8 +7,8 @@ import pytest
 from mxnet import autograd, gluon, nd
 
 from benchmarks import class_rows_study as study
-from utils import class_rows as cr
-from utils import fashion_mnist as fm
+from utils.pretrained import class_rows as cr
+from utils.data import fashion_mnist as fm
 from utils.errors import UserError
 
 MODEL = 'mobilenetv2_1.0'

@@ -9,7 +9,7 @@ import pytest
 from mxnet import nd
 
 import utils
-from utils import capture
+from utils.data import capture
 
 TINY = ['--image-size', '32', '--epochs', '2', '--no-progress']
 

@@ -16,7 +16,7 @@ import utils
 from benchmarks import custom_classes_page as driver
 from bookgen.cdp import Browser
 from tests.conftest import chromium_or_skip
-from utils import capture
+from utils.data import capture
 
 TINY = ['--image-size', '32', '--epochs', '1', '--no-progress']
 
@@ -155,7 +155,7 @@ def test_serve_with_another_mode_gives_one_line(tmp_path, capsys):
 
 
 def test_a_port_in_use_is_one_line():
-    from utils import webcam_page
+    from utils.display import webcam_page
     first = webcam_page.start(webcam_page.WebcamPage(['a', 'b'], None, 'm.zip', 32, 1))
     try:
         with pytest.raises(utils.UserError, match='port %d is in use: give another port'

@@ -5,10 +5,10 @@ import pytest
 from mxnet import gluon
 from PIL import Image
 
-from utils import decoded
-from utils.datasets import image_folder
-from utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from utils.transforms import augmentations, resize_side, transform
+from utils.data import decoded
+from utils.data.datasets import image_folder
+from utils.pretrained.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from utils.data.transforms import augmentations, resize_side, transform
 
 SIZE = 32
 # (height, width): portrait, landscape, square, and one smaller than the crop

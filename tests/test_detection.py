@@ -12,8 +12,8 @@ import pytest
 from mxnet import autograd, gluon, nd
 
 import utils
-from utils import bbox
-from utils.loss import ScaledMSELoss, TwoOutputLoss
+from utils.detection import bbox
+from utils.detection.loss import ScaledMSELoss, TwoOutputLoss
 
 
 # --- the text's loss ----------------------------------------------------------------------
@@ -92,7 +92,7 @@ def _changed(before, params):
 
 
 def _step(det, size=64, batch=4):
-    images, labels = utils.scenes.make_scenes(batch, seed=1)
+    images, labels = utils.detection.scenes.make_scenes(batch, seed=1)
     x, y = utils.preprocess_batch(images, size), nd.array(labels)
     params = utils.trainable_params(det.net)
     trainer = gluon.Trainer(params, 'rmsprop', {'learning_rate': 1e-3})
@@ -301,7 +301,7 @@ def test_training_on_three_devices_with_a_last_batch_of_two(chapter):
     features = chapter['random_base']('mobilenetv2_1.0').features
     original = {name: p.data().copy() for name, p in features.collect_params().items()}
     prefix = utils.freeze(features[:13])
-    images, labels = utils.scenes.make_scenes(40, seed=3)
+    images, labels = utils.detection.scenes.make_scenes(40, seed=3)
     x = utils.predict_batches(prefix, [utils.preprocess_batch(images, 64)])
     args = argparse.Namespace(**vars(chapter['args']))
     args.batch_size, args.initial_epochs, args.fine_tuning_epochs = 16, 1, 1
@@ -362,7 +362,7 @@ def test_scene_features_in_small_batches_match_one_pass(chapter):
     prefix.hybridize(**chapter['STATIC'])
     n, start = 2 * chapter['FORWARD_BATCH'] + 5, 3
     feats, labels = chapter['scene_features'](prefix, n, 7, 64, chunk=20, start=start)
-    images, expected_labels = utils.scenes.make_scenes(n, seed=7, start=start)
+    images, expected_labels = utils.detection.scenes.make_scenes(n, seed=7, start=start)
     prefix.hybridize()   # another graph, whole batch: the reference
     expected = utils.predict_batches(prefix, [utils.preprocess_batch(images, 64)])
     assert feats.dtype == np.float32 and feats.shape == expected.shape

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 import utils
-from utils.download import DownloadError
+from utils.data.download import DownloadError
 from utils.files import without_locks
 
 GOOD = b'hotdog bytes ' * 1000

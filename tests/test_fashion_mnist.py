@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from utils import fashion_mnist as fm
+from utils.data import fashion_mnist as fm
 from utils.errors import UserError
 
 

@@ -136,9 +136,9 @@ def test_images_smaller_than_the_crop_are_upsampled(size):
 
 def test_hotdog_url_environment_variable_is_tried_after_the_mirrors(monkeypatch):
     monkeypatch.setenv('HOTDOG_URL', 'http://mirror.example/hotdog.zip')
-    urls = utils.datasets.hotdog_urls(['http://first.example/hotdog.zip'])
+    urls = utils.data.datasets.hotdog_urls(['http://first.example/hotdog.zip'])
     assert urls[:2] == ['http://first.example/hotdog.zip', 'http://mirror.example/hotdog.zip']
-    assert urls[2:] == list(utils.datasets.HOTDOG_URLS)
+    assert urls[2:] == list(utils.data.datasets.HOTDOG_URLS)
 
 
 def test_bn_momentum_sets_how_fast_running_averages_forget():

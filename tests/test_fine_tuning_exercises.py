@@ -6,7 +6,7 @@ from mxnet import nd
 
 import utils
 from tests.test_class_rows import write_fake_fashion
-from utils import fashion_mnist as fm
+from utils.data import fashion_mnist as fm
 
 TINY = ['--dataset', 'faces', '--epochs', '1', '--image-size', '32', '--batch-size', '16']
 
@@ -164,7 +164,7 @@ def test_exercise_5_few_shot_mistakes_of_both_nets_over_seeds(tmp_path, run_chap
 
 
 def test_digits_are_two_halves_with_the_same_labels():
-    from utils import digits
+    from utils.data import digits
     images, labels = digits.load_digits()
     assert images.shape == (1797, 1, 8, 8) and images.dtype == np.float32
     assert images.min() == 0 and images.max() == 1 and sorted(set(labels)) == list(range(10))
@@ -175,7 +175,7 @@ def test_digits_are_two_halves_with_the_same_labels():
 
 def test_digits_without_scikit_learn_say_how_to_get_it(monkeypatch):
     import sys
-    from utils import digits
+    from utils.data import digits
     monkeypatch.setitem(sys.modules, 'sklearn.datasets', None)  # import fails
     with pytest.raises(utils.UserError, match='scikit-learn is not installed'):
         digits.load_digits()

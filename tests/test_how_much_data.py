@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from utils.errors import UserError
-from utils.few_shot import (ALL, FixedUpdates, load_pool, mean_interval, parse_per_class,
-                            per_class_subset, summarise)
-from utils.transfer_methods import RISE, FineTune, Outcome, run_experiment
+from utils.training.few_shot import (ALL, FixedUpdates, load_pool, mean_interval,
+                                     parse_per_class, per_class_subset, summarise)
+from utils.training.transfer_methods import RISE, FineTune, Outcome, run_experiment
 
 LABELS = np.repeat([0, 1], [80, 70])
 
@@ -138,7 +138,7 @@ def test_every_run_whose_loss_rose_gets_a_warning_line_and_no_other():
 def small_finetune():
     """The chapter's fine-tuning on the faces at 32 px: (method, data, pool labels, ctx)."""
     from mxnet import cpu
-    from utils.few_shot import pool_datasets
+    from utils.training.few_shot import pool_datasets
     train, test, synsets, _ = load_pool(argparse.Namespace(dataset='faces'), 32 * 256 // 224)
     ctx = [cpu()]
     method = FineTune('mobilenetv2_1.0', dict(learning_rate=0.001, output_lr_mult=10,

@@ -1,4 +1,5 @@
-"""python -m utils.launch: parameter-server training on loopback, and the launcher's supervision."""
+"""python -m utils.training.launch: parameter-server training on loopback, and the launcher's
+supervision."""
 import os
 import re
 import signal
@@ -15,12 +16,11 @@ from mxnet.gluon import nn
 
 import utils
 from tests.conftest import ROOT
-from utils import launch
-from utils import training
-from utils.distributed import make_trainer, shard_dataset
-from utils.training import seed_everything
+from utils.training import launch, loop
+from utils.training.distributed import make_trainer, shard_dataset
+from utils.training.loop import seed_everything
 
-LAUNCH = [sys.executable, '-m', 'utils.launch']
+LAUNCH = [sys.executable, '-m', 'utils.training.launch']
 TIMEOUT = 150  # generous: four processes import MXNet at once on a possibly busy machine
 
 
@@ -47,7 +47,7 @@ import utils
 import mxnet as mx
 from mxnet import gluon
 from tests.test_launch import BATCH, EPOCHS, OPTIMIZER, data, mlp
-from utils.distributed import create_kvstore, make_trainer, shard_dataset
+from utils.training.distributed import create_kvstore, make_trainer, shard_dataset
 
 kv = create_kvstore('dist_sync')
 net = mlp(mx.cpu())
@@ -149,7 +149,7 @@ import utils
 import mxnet as mx
 from mxnet import gluon, nd
 from tests.test_launch import BATCH, data, mlp
-from utils.distributed import create_kvstore, make_trainer, shard_dataset
+from utils.training.distributed import create_kvstore, make_trainer, shard_dataset
 
 kv = create_kvstore('dist_async')
 net = mlp(mx.cpu())
@@ -199,7 +199,7 @@ def test_ragged_batch_scaling_equals_a_step_with_its_own_size():
         if step == 'own size':
             trainer.step(5)
         else:
-            training._scale_grads(trainer, 8 / 5)
+            loop._scale_grads(trainer, 8 / 5)
             trainer.step(8)
     for a, b in zip(nets[0].collect_params().values(), nets[1].collect_params().values()):
         np.testing.assert_allclose(a.data().asnumpy(), b.data().asnumpy(), rtol=1e-6, atol=1e-7)
@@ -213,7 +213,7 @@ import utils  # first: it prepares numpy for MXNet (numpy 2)
 import mxnet as mx
 from mxnet import gluon
 from tests.test_launch import BATCH, OPTIMIZER, data, mlp
-from utils.distributed import make_trainer
+from utils.training.distributed import make_trainer
 from utils.errors import main_guard
 
 
@@ -260,16 +260,16 @@ def test_disagreeing_workers_stop_with_one_line(tmp_path):
 def test_replica_groups():
     table = np.ones((3, 2, 4))
     table[1, 1] += 1e-3
-    assert training.replica_groups(table, 0) == [[0, 1, 2]]
-    assert training.replica_groups(table, 1) == [[0, 2], [1]]
+    assert loop.replica_groups(table, 0) == [[0, 1, 2]]
+    assert loop.replica_groups(table, 1) == [[0, 2], [1]]
     table[1, 1] = 1 + 1e-7  # rounding, not disagreement
-    assert training.replica_groups(table, 1) == [[0, 1, 2]]
+    assert loop.replica_groups(table, 1) == [[0, 1, 2]]
 
 
 def test_make_trainer_refuses_dist_sync_outside_a_launch(monkeypatch):
     monkeypatch.delenv('DMLC_ROLE', raising=False)
     net = mlp(mx.cpu())
-    with pytest.raises(utils.UserError, match='python -m utils.launch'):
+    with pytest.raises(utils.UserError, match='python -m utils.training.launch'):
         make_trainer(net.collect_params(), 'sgd', OPTIMIZER, 'dist_sync')
 
 

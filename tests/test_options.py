@@ -105,7 +105,8 @@ def test_bad_value_is_refused_in_one_line(chapter, argv, names, not_an_image, a_
 
 @pytest.mark.parametrize('chapter', CHAPTERS)
 def test_dist_kvstore_refused_unless_the_chapter_trains_across_processes(chapter, capsys):
-    if chapter == 'train_basics':  # the one chapter that shards its data (utils.distributed)
+    # the one chapter that shards its data (utils.training.distributed)
+    if chapter == 'train_basics':
         assert parse_chapter('chapters.' + chapter, ['--kvstore', 'dist_sync']).kvstore \
             == 'dist_sync'
         return

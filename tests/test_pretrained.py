@@ -16,9 +16,9 @@ from mxnet.gluon.data.vision import transforms
 from PIL import Image
 
 import utils
-from utils import torch_pickle, torchvision_weights
+from utils.pretrained import torch_pickle, torchvision_weights
 from utils.files import file_digest, without_locks
-from utils.model_store import store_models
+from utils.pretrained.model_store import store_models
 
 from . import mobilenet_v2_numpy
 

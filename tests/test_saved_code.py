@@ -12,8 +12,9 @@ def test_every_saved_copy_matches_its_chapter():
     assert not problems, '\n'.join(problems)
     names = {(module, name) for _, name, module, _ in saved.saved_in_chapters()}
     # the fine-tuning text's transform and train are among them
-    assert {('utils.transforms', 'transform'), ('utils.finetune', 'train_fine_tuning'),
-            ('utils.finetune', 'FINE_TUNING_SETTINGS')} <= names
+    assert {('utils.data.transforms', 'transform'),
+            ('utils.pretrained.finetune', 'train_fine_tuning'),
+            ('utils.pretrained.finetune', 'FINE_TUNING_SETTINGS')} <= names
 
 
 def _tree(tmp_path):
@@ -33,43 +34,44 @@ def test_an_edit_on_the_page_is_caught_named_and_synced(tmp_path):
     assert edited != text
     page.write_text(edited, encoding='utf-8')
     problems = saved.differences(str(root))
-    assert problems == ['utils.transforms.transform differs from its source in '
+    assert problems == ['utils.data.transforms.transform differs from its source in '
                         'chapters/fine_tuning.py: edit the chapter, then run '
                         '`python -m bookgen.saved`']
-    assert saved.sync(str(root)) == ['utils.transforms']
+    assert saved.sync(str(root)) == ['utils.data.transforms']
     assert saved.differences(str(root)) == []
-    module = (root / 'utils' / 'transforms.py').read_text(encoding='utf-8')
+    module = (root / 'utils' / 'data' / 'transforms.py').read_text(encoding='utf-8')
     assert "    data = data.astype('float32')  # an edit\n" in module
     assert saved.sync(str(root)) == []  # nothing left to do
 
 
 def test_a_copy_edited_in_utils_or_left_without_its_page_is_caught(tmp_path):
     root = _tree(tmp_path)
-    module = root / 'utils' / 'finetune.py'
+    module = root / 'utils' / 'pretrained' / 'finetune.py'
     module.write_text(module.read_text(encoding='utf-8').replace(
         "'learning_rate': learning_rate, 'wd': wd}", "'learning_rate': 0.1, 'wd': wd}"),
         encoding='utf-8')
     assert saved.differences(str(root)) == [
-        'utils.finetune.train_fine_tuning differs from its source in chapters/fine_tuning.py: '
+        'utils.pretrained.finetune.train_fine_tuning differs from its source in '
+        'chapters/fine_tuning.py: '
         'edit the chapter, then run `python -m bookgen.saved`']
     page = root / 'chapters' / 'fine_tuning.py'
     page.write_text(page.read_text(encoding='utf-8').replace(
-        '# @save utils.transforms\n', ''), encoding='utf-8')
-    assert ('utils.transforms.transform says it is saved from chapters/fine_tuning.py, which '
-            'does not mark it with `# @save utils.transforms`') in saved.differences(str(root))
+        '# @save utils.data.transforms\n', ''), encoding='utf-8')
+    assert ('utils.data.transforms.transform says it is saved from chapters/fine_tuning.py, which '
+            'does not mark it with `# @save utils.data.transforms`') in saved.differences(str(root))
 
 
 def test_a_newly_marked_definition_is_appended_to_its_module(tmp_path):
     root = _tree(tmp_path)
     page = root / 'chapters' / 'train_basics.py'
     page.write_text(page.read_text(encoding='utf-8')
-                    + '\n\n# @save utils.tables\ndef twice(x):\n    return 2 * x\n',
+                    + '\n\n# @save utils.display.tables\ndef twice(x):\n    return 2 * x\n',
                     encoding='utf-8')
     assert saved.differences(str(root)) == [
-        'utils.tables has no saved copy of twice (chapters/train_basics.py): run '
+        'utils.display.tables has no saved copy of twice (chapters/train_basics.py): run '
         '`python -m bookgen.saved`']
-    assert saved.sync(str(root)) == ['utils.tables']
-    assert (root / 'utils' / 'tables.py').read_text(encoding='utf-8').endswith(
+    assert saved.sync(str(root)) == ['utils.display.tables']
+    assert (root / 'utils' / 'display' / 'tables.py').read_text(encoding='utf-8').endswith(
         '# @saved from chapters/train_basics.py: edit it there, then `python -m '
         'bookgen.saved`\ndef twice(x):\n    return 2 * x\n')
     assert saved.differences(str(root)) == []

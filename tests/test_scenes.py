@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils.scenes import CANVAS_SIZE, make_scenes
+from utils.detection.scenes import CANVAS_SIZE, make_scenes
 
 
 def painted_box(img):

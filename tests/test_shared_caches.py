@@ -17,10 +17,10 @@ import pytest
 
 import utils
 from tests.conftest import ROOT
-from utils import datasets, decoded
-from utils.download import DownloadError
+from utils.data import datasets, decoded
+from utils.data.download import DownloadError
 from utils.files import file_digest
-from utils.torchvision_weights import converted_path
+from utils.pretrained.torchvision_weights import converted_path
 
 STORE_MODEL = 'mobilenet0.25'
 TIMEOUT = 150  # four processes import MXNet at once on a possibly busy machine
@@ -63,7 +63,8 @@ PREPARE = textwrap.dedent('''
     import utils
     from gluoncv.model_zoo import model_store as gluoncv_store
     from mxnet.gluon.model_zoo import model_store as mxnet_store
-    from utils import datasets, torchvision_weights
+    from utils.data import datasets
+    from utils.pretrained import torchvision_weights
 
     ready, go, log, data_dir, mirror, mirror_sha1, store_sha1 = sys.argv[1:]
     for table in (gluoncv_store._model_sha1, mxnet_store._model_sha1):
@@ -147,7 +148,7 @@ def test_four_first_runs_at_once_fill_each_cache_once(tmp_path, hotdog_mirror, h
 READ_ONLY = textwrap.dedent('''
     import os, sys
     import utils
-    from utils import datasets
+    from utils.data import datasets
 
     share, incomplete, models_dir, mirror, sha1 = sys.argv[1:]
     for folder in (share, incomplete, models_dir):
@@ -160,7 +161,7 @@ READ_ONLY = textwrap.dedent('''
     args = utils.cli.parse_chapter('chapters.fine_tuning', [
         '--dataset', 'hotdog', '--data-dir', share, '--data-url', mirror, '--data-sha1', sha1])
     print('hotdog at', datasets.hotdog_folder(args))
-    assert utils.model_store.models_root() == models_dir  # $MXNET_HOME/models
+    assert utils.pretrained.model_store.models_root() == models_dir  # $MXNET_HOME/models
     utils.get_pretrained('mobilenetv2_1.0')
     print('weights from', models_dir)
     utils.run_chapter('chapters.fine_tuning', [
@@ -210,7 +211,8 @@ def test_read_only_shares_are_used_and_an_incomplete_one_is_refused(
 
 def test_read_only_models_folder_without_the_weights_converts_into_the_user_cache(
         tmp_path, monkeypatch, capsys):
-    from utils import files, model_store, torchvision_weights
+    from utils import files
+    from utils.pretrained import model_store, torchvision_weights
     models, cache = tmp_path / 'models', tmp_path / 'cache'
     models.mkdir()
     monkeypatch.setenv('XDG_CACHE_HOME', str(cache))

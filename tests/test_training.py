@@ -8,7 +8,7 @@ from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
 import utils
-from utils.training import TrainingDiverged, seed_everything
+from utils.training.loop import TrainingDiverged, seed_everything
 
 SOURCE_LINE = re.compile(r'^Epoch \d+\. Loss: \d+\.\d{3}, Train acc \d\.\d{2}, '
                          r'Test acc \d\.\d{2}, Time \d+\.\d sec')
@@ -138,7 +138,7 @@ def test_batchnorm_statistics_averaged_across_replicas():
     mean = net[1].running_mean
     assert not np.allclose(mean.data(ctx[0]).asnumpy(), mean.data(ctx[1]).asnumpy())
     expected = (mean.data(ctx[0]).asnumpy() + mean.data(ctx[1]).asnumpy()) / 2
-    utils.training.average_batchnorm_stats(net, ctx)
+    utils.training.loop.average_batchnorm_stats(net, ctx)
     np.testing.assert_allclose(mean.data(ctx[0]).asnumpy(), expected, rtol=1e-6)
     np.testing.assert_allclose(mean.data(ctx[1]).asnumpy(), expected, rtol=1e-6)
     # evaluation no longer depends on which replica scores which shard

@@ -52,13 +52,17 @@ def test_import_utils_loads_no_mxnet_and_prepares_it_for_whoever_imports_it():
 
 
 def test_exported_helpers_and_modules_come_on_first_use():
-    importlib.import_module('utils.download')  # the module must not hide the function
-    assert callable(utils.download) and utils.download.__module__ == 'utils.download'
-    assert utils.train.__module__ == 'utils.training'
-    assert utils.heads.__name__ == 'utils.heads'
+    importlib.import_module('utils.data.download')  # the module must not hide the function
+    assert callable(utils.download) and utils.download.__module__ == 'utils.data.download'
+    assert utils.train.__module__ == 'utils.training.loop'
+    assert utils.detection.heads.__name__ == 'utils.detection.heads'
+    assert {'data', 'detection', 'display', 'pretrained', 'training'} <= set(dir(utils))
+    assert {'bbox', 'heads', 'loss', 'scenes'} <= set(dir(utils.detection))
     assert set(utils.__all__) <= set(dir(utils))
     with pytest.raises(AttributeError):
         utils.no_such_helper
+    with pytest.raises(AttributeError):
+        utils.detection.no_such_module
 
 
 def test_replace_folder_swaps_a_whole_folder(tmp_path):

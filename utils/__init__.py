@@ -87,53 +87,77 @@ class _PrepareMXNet:
 # name -> the module of utils that defines it
 _EXPORTS = {}
 for _module, _names in {
-        'bbox': 'iou',
-        'block': 'batchnorms first_conv freeze freeze_batchnorm running_stats release_graph '
-                 'set_bn_momentum set_trainable trainable_params',
         'cli': 'Run opt run_chapter settings',
-        'datasets': 'HOTDOG_SETTINGS hotdog_or_faces image_folder with_transform',
         'devices': 'try_gpu try_all_gpus parse_devices',
-        'download': 'download extract',
         'errors': 'UserError',
-        'features': 'cache_features feature_loader',
-        'finetune': 'FINE_TUNING_SETTINGS pretrained_for train_fine_tuning train_settings',
-        'imagenet': 'IMAGENET_MEAN IMAGENET_STD centre_crop denormalise imagenet_classes '
-                    'imagenet_synsets imagenet_transform load_image preprocess preprocess_batch',
-        'model_store': 'get_pretrained new_classifier',
-        'plotting': 'show_images plot_history',
-        'predict': 'predict_arrays predict_batches predict_dataset predict_loader',
-        'scenes': 'make_scenes',
-        'split': 'split_per_class split_validation',
-        'tables': 'format_table print_table',
-        'training': 'evaluate_accuracy seed_everything train train_arrays',
-        'transforms': 'augmentations transform'}.items():
+        'data.datasets': 'HOTDOG_SETTINGS hotdog_or_faces image_folder with_transform',
+        'data.download': 'download extract',
+        'data.split': 'split_per_class split_validation',
+        'data.transforms': 'augmentations transform',
+        'detection.bbox': 'iou',
+        'detection.scenes': 'make_scenes',
+        'display.plotting': 'show_images plot_history',
+        'display.tables': 'format_table print_table',
+        'pretrained.block': 'batchnorms first_conv freeze freeze_batchnorm running_stats '
+                            'release_graph set_bn_momentum set_trainable trainable_params',
+        'pretrained.finetune': 'FINE_TUNING_SETTINGS pretrained_for train_fine_tuning '
+                               'train_settings',
+        'pretrained.imagenet': 'IMAGENET_MEAN IMAGENET_STD centre_crop denormalise '
+                               'imagenet_classes imagenet_synsets imagenet_transform load_image '
+                               'preprocess preprocess_batch',
+        'pretrained.model_store': 'get_pretrained new_classifier',
+        'training.features': 'cache_features feature_loader',
+        'training.loop': 'evaluate_accuracy seed_everything train train_arrays',
+        'training.predict': 'predict_arrays predict_batches predict_dataset '
+                            'predict_loader'}.items():
     _EXPORTS.update(dict.fromkeys(_names.split(), _module))
 del _module, _names
 
 __all__ = sorted(_EXPORTS)
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+
+def _modules_on_first_use(package, init_file):
+    """__getattr__ and __dir__ of a package of utils: its modules and sub-packages
+    (`utils.detection`, `utils.detection.heads`) are imported on first use."""
+    here = os.path.dirname(os.path.abspath(init_file))
+
+    def module_names():
+        return [f[:-3] if f.endswith('.py') else f for f in os.listdir(here)
+                if f[0] != '_' and (f.endswith('.py')
+                                    or os.path.isfile(os.path.join(here, f, '__init__.py')))]
+
+    def __getattr__(name):
+        if not name.startswith('_') and name in module_names():
+            return importlib.import_module('.' + name, package)
+        raise AttributeError('module %r has no attribute %r' % (package, name))
+
+    def __dir__():
+        return sorted(set(vars(sys.modules[package])) | set(module_names()))
+
+    return __getattr__, __dir__
+
+
+_module_getattr, _module_dir = _modules_on_first_use(__name__, __file__)
 
 
 def __getattr__(name):
-    """A helper of _EXPORTS, or a module of utils (`utils.heads`), imported on first use."""
+    """A helper of _EXPORTS, or a module of utils (`utils.detection.heads`), imported on first
+    use."""
     if name in _EXPORTS:
         value = getattr(importlib.import_module('.' + _EXPORTS[name], __name__), name)
         setattr(sys.modules[__name__], name, value)
         return value
-    if not name.startswith('_') and os.path.isfile(os.path.join(_HERE, name + '.py')):
-        return importlib.import_module('.' + name, __name__)
-    raise AttributeError('module %r has no attribute %r' % (__name__, name))
+    return _module_getattr(name)
 
 
 def __dir__():
-    modules = [f[:-3] for f in os.listdir(_HERE) if f.endswith('.py') and f[0] != '_']
-    return sorted(set(globals()) | set(_EXPORTS) | set(modules))
+    return sorted(set(_module_dir()) | set(_EXPORTS))
 
 
 class _Package(types.ModuleType):
-    """utils.download is the function, as it was when this package imported every helper:
-    importing the module utils.download must not bind the module over it."""
+    """A helper of _EXPORTS is never hidden by a module of the same name (utils.download is
+    the function, as it was when this package imported every helper; its module is now
+    utils.data.download, so no module of utils shares a helper's name today)."""
 
     def __setattr__(self, name, value):
         if (name in _EXPORTS and isinstance(value, types.ModuleType)

@@ -32,7 +32,7 @@ import time
 
 from . import threads
 from .devices import DEVICES_HELP, device_spec, most_processes, usable_cores
-from .distributed import KVSTORE_CHOICES
+from .training.distributed import KVSTORE_CHOICES
 from .errors import OneLineParser, UserError, main_guard
 from .files import can_write_in, write_json
 
@@ -155,7 +155,8 @@ def readable_file(path):
 
 def image_file(path):
     """A readable file that decodes as an image (read in full: a few ms per photo)."""
-    from .imagenet import load_image  # imports gluoncv's tables: only when an image is given
+    # imports gluoncv's tables: only when an image is given
+    from .pretrained.imagenet import load_image
     readable_file(path)
     try:
         load_image(path)
@@ -237,7 +238,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def chapter_parser(description, default_out, prog=None, distributed=False):
     """An ArgumentParser with the options every chapter shares. Without `distributed`, a
-    'dist_*' kvstore is refused: the chapter would train alone under utils.launch."""
+    'dist_*' kvstore is refused: the chapter would train alone under utils.training.launch."""
     parser = OneLineParser(prog=prog, description=description, formatter_class=_HelpFormatter,
                            hint='--help lists the settings')
     parser.add_argument('--quick', action='store_true',
@@ -253,7 +254,7 @@ def chapter_parser(description, default_out, prog=None, distributed=False):
         parser.add_argument('--kvstore', default='device', choices=KVSTORE_CHOICES,
                             help="how gradients are added up: 'device'/'local' on this machine; "
                                  "'dist_sync' (or asynchronous SGD: 'dist_async') across "
-                                 "processes and machines, under `python -m utils.launch` "
+                                 "processes and machines, under `python -m utils.training.launch` "
                                  "(docs/several-machines.md)")
     else:
         parser.add_argument('--kvstore', default='device', type=_local_kvstore,
@@ -308,7 +309,7 @@ def settings(chapter, title, distributed=False, **options):
     """The chapter's settings as an argparse Namespace (see the module's docstring).
 
     distributed: the chapter trains across processes with a 'dist_*' --kvstore (under
-    utils.launch); other chapters refuse such a kvstore in one line.
+    utils.training.launch); other chapters refuse such a kvstore in one line.
     """
     caller = sys._getframe(1).f_globals
     if '__file__' in caller and caller.get('__name__') == '__main__' and not _running:

@@ -15,8 +15,8 @@ import zipfile
 
 import numpy as np
 
-from .errors import UserError
-from .files import file_digest
+from ..errors import UserError
+from ..files import file_digest
 
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 LEGACY_PROTOCOL = 1001

@@ -20,10 +20,10 @@ from mxnet import autograd, gluon, init, nd
 from scipy.stats import rankdata
 
 from .block import freeze_batchnorm
-from .errors import UserError
+from ..errors import UserError
 from . import model_store
 from .model_store import get_pretrained
-from .training import evaluate_accuracy, seed_everything, train
+from ..training.loop import evaluate_accuracy, seed_everything, train
 
 TEXT_ROW = 713  # the source text's "hotdog" index, which is 'photocopier'
 

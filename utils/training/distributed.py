@@ -1,6 +1,6 @@
 """Several machines: MXNet's parameter-server kvstore, and each worker's share of the data.
 
-A worker started by `python -m utils.launch` (or by hand with the DMLC_* variables, see
+A worker started by `python -m utils.training.launch` (or by hand with the DMLC_* variables, see
 docs/several-machines.md) creates a `dist_sync` kvstore, hands it to its gluon.Trainer and
 trains on its own shard of the training data. The servers add up the workers' gradients at
 every step, so all workers keep identical parameters. With `dist_async` the servers apply
@@ -10,8 +10,8 @@ and utils.train gives them the servers' parameters once all have finished.
 import mxnet as mx
 from mxnet import gluon
 
-from .errors import UserError
-from .split import IndexSampler
+from ..errors import UserError
+from ..data.split import IndexSampler
 
 KVSTORE_CHOICES = ('device', 'local', 'dist_sync', 'dist_device_sync', 'dist_async')
 
@@ -24,8 +24,9 @@ def create_kvstore(name):
     import os
     if 'DMLC_ROLE' not in os.environ:
         raise UserError('--kvstore %s needs the parameter-server variables (DMLC_ROLE, '
-                        'DMLC_PS_ROOT_URI, ...): start the run with `python -m utils.launch '
-                        '-n WORKERS -- python -m chapters.<name> --kvstore %s ...`'
+                        'DMLC_PS_ROOT_URI, ...): start the run with '
+                        '`python -m utils.training.launch -n WORKERS -- '
+                        'python -m chapters.<name> --kvstore %s ...`'
                         % (name, name))
     return mx.kv.create(name)
 

@@ -14,7 +14,7 @@ import pickle
 import numpy as np
 from mxnet import lr_scheduler, ndarray, optimizer
 
-from .errors import UserError
+from ..errors import UserError
 
 try:  # numpy 2 (numpy.core is a deprecated alias there)
     from numpy._core.multiarray import scalar as _numpy_scalar

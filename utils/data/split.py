@@ -3,7 +3,7 @@ out of validation."""
 import numpy as np
 from mxnet import gluon
 
-from .errors import UserError
+from ..errors import UserError
 
 
 ALL = 'all'  # a per-class size meaning: every image of the training pool

@@ -5,7 +5,7 @@
     x = utils.preprocess(utils.load_image('cat.jpg'))
     probs = net(x).softmax()
 
-Every network has `.features` and `.output` and expects utils.imagenet's input.
+Every network has `.features` and `.output` and expects utils.pretrained.imagenet's input.
 """
 import contextlib
 import io
@@ -16,8 +16,8 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon.model_zoo import model_store as mxnet_store
 
-from .errors import UserError, one_line
-from .files import can_write_in, exclusive_lock, scratch_path, user_cache_dir
+from ..errors import UserError, one_line
+from ..files import can_write_in, exclusive_lock, scratch_path, user_cache_dir
 from .torchvision_weights import OFFLINE_MODEL, converted_mobilenet_v2, mobilenet_v2_with_bias
 
 

@@ -18,13 +18,14 @@ import zlib
 
 import numpy as np
 
-from .errors import UserError
-from .imagenet import imagenet_classes
+from ..errors import UserError
+from ..pretrained.imagenet import imagenet_classes
 
 PACKAGE_PATH = 'usr/share/datasets/fashion-mnist'  # inside the .deb
 DEBIAN_FOLDER = '/' + PACKAGE_PATH
 ENV_VAR = 'FASHION_MNIST_DIR'
-PROJECT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data')
+PROJECT_DATA = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'data')
 # `dpkg-deb -x` keeps the package's paths below the folder it extracts into
 EXTRACTED_FOLDER = os.path.join(PROJECT_DATA, 'fashion-mnist')
 

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def load_digits():

@@ -12,7 +12,7 @@ from mxnet import nd
 from mxnet.gluon.data.vision import transforms
 from PIL import Image
 
-from .errors import UserError, one_line
+from ..errors import UserError, one_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -14,11 +14,11 @@ from collections import namedtuple
 import numpy as np
 from mxnet import autograd, gluon, init, nd
 
-from .block import freeze_batchnorm, set_bn_momentum
+from ..pretrained.block import freeze_batchnorm, set_bn_momentum
 from .few_shot import ALL, FixedUpdates, per_class_subset, pool_size
-from .model_store import get_pretrained, new_classifier
-from .training import evaluate_accuracy, seed_everything, train
-from .transforms import augmentations, transform
+from ..pretrained.model_store import get_pretrained, new_classifier
+from .loop import evaluate_accuracy, seed_everything, train
+from ..data.transforms import augmentations, transform
 
 TEXT_WD = 0.001  # the fine-tuning text's weight decay
 

@@ -38,7 +38,7 @@ import urllib.parse
 
 import numpy as np
 
-from .errors import UserError, one_line
+from ..errors import UserError, one_line
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'webcam_page_static')
 FILES = {'/': ('index.html', 'text/html; charset=utf-8'),

@@ -2,18 +2,18 @@
 images kept in memory, and learning curves with 95% intervals.
 
 Used by the how-much-data chapter (accuracy against training images per class); the
-per-class subsets (from utils.split) also serve the fine-tuning chapter's `--per-class`.
+per-class subsets (from utils.data.split) also serve the fine-tuning chapter's `--per-class`.
 """
 import os
 
 import numpy as np
 from mxnet import gluon, image
 
-from .datasets import ArrayImageDataset, hotdog_folder, image_folder, load_faces
-from .plotting import plt, save_figure
-from .split import ALL, parse_per_class, per_class_subset  # noqa: F401  (this module's API)
-from .tables import format_table
-from .transforms import augmentations, transform
+from ..data.datasets import ArrayImageDataset, hotdog_folder, image_folder, load_faces
+from ..display.plotting import plt, save_figure
+from ..data.split import ALL, parse_per_class, per_class_subset  # noqa: F401  (this module's API)
+from ..display.tables import format_table
+from ..data.transforms import augmentations, transform
 
 
 def pool_size(labels):

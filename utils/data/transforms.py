@@ -9,7 +9,7 @@ import numpy as np
 from mxnet import image, nd
 from mxnet.gluon.data.dataloader import default_batchify_fn
 
-from .imagenet import IMAGENET_MEAN, IMAGENET_STD, normalise
+from ..pretrained.imagenet import IMAGENET_MEAN, IMAGENET_STD, normalise
 
 
 def augmentations(size, resize=True):

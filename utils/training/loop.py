@@ -19,8 +19,8 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 from tqdm import tqdm
 
-from .errors import UserError, one_line
-from .files import write_json, zip_bundle_reader, zip_bundle_writer
+from ..errors import UserError, one_line
+from ..files import write_json, zip_bundle_reader, zip_bundle_writer
 from .trainer_states import check_trainer_states
 
 HISTORY_KEYS = ('loss', 'train_acc', 'test_acc', 'seconds', 'images_per_sec')
@@ -173,7 +173,7 @@ def init_distributed(trainer, net, first_inputs):
     if trainer._update_on_kvstore:
         raise UserError('utils.train checks after every epoch that the workers agree, which '
                         'needs update_on_kvstore=False: build the Trainer with '
-                        'utils.distributed.make_trainer')
+                        'utils.training.distributed.make_trainer')
     if trainer._params_to_init:
         trainer._init_params()
     for param in params:
@@ -367,7 +367,7 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
         so the devices no longer run ahead: for small heads, where the wait is short.
 
     Several machines: with a 'dist_sync' kvstore, each worker passes its own shard of the
-    data (utils.distributed.shard_dataset) and the gradients of all workers are summed and
+    data (utils.training.distributed.shard_dataset) and the gradients of all workers are summed and
     divided by the global batch size, so W workers with batch B train like one process with
     batch W x B. Loss and accuracy in the history are this worker's. The parameters are
     broadcast from rank 0 before the first batch, and after every epoch the workers compare
@@ -421,8 +421,9 @@ def train(train_data, test_data, net, loss, trainer, ctx, num_epochs, *, progres
                 step_size = async_batch
             try:
                 trainer.step(step_size)
-            except UserWarning as err:  # raised by Trainer.step, see utils.distributed
-                raise UserError('%s: build the Trainer with utils.distributed.make_trainer '
+            except UserWarning as err:  # raised by Trainer.step, see utils.training.distributed
+                raise UserError('%s: build the Trainer with '
+                                'utils.training.distributed.make_trainer '
                                 '(update_on_kvstore=False)' % str(err).split('.')[0])
             samples += data.shape[0]
             batch_loss = _total([lo.sum() for lo in losses], ctx[0])

@@ -16,9 +16,9 @@ import zipfile
 
 from mxnet import gluon
 
-from .errors import UserError, one_line
-from .files import (exclusive_lock, file_digest, replace_folder, say_rebuilding, scratch_path,
-                    write_json)
+from ..errors import UserError, one_line
+from ..files import (exclusive_lock, file_digest, replace_folder, say_rebuilding, scratch_path,
+                     write_json)
 
 
 class DownloadError(UserError):

@@ -17,7 +17,7 @@ import time
 
 from mxnet import gluon, image
 
-from .errors import UserError
+from ..errors import UserError
 
 BUDGET_ENV = 'GLUON_TRANSFER_DECODE_BUDGET_MIB'
 BUDGET_SHARE = 0.25  # of the available memory: leaves room for the net, and for other programs
@@ -92,7 +92,7 @@ class DecodedImages(gluon.data.Dataset):
 
     Keeps `items` and `synsets`, and calls `transform(img, label)` like ImageFolderDataset, so
     it takes its place in the chapters unchanged. as_numpy: the pictures as numpy arrays (for
-    utils.transforms.RandomResizedCropFlip: reading an NDArray back costs about 0.5 ms).
+    utils.data.transforms.RandomResizedCropFlip: reading an NDArray back costs about 0.5 ms).
     """
 
     def __init__(self, folder, short_side=None, transform=None, in_memory=True, as_numpy=False):

@@ -1,0 +1,4 @@
+"""Showing results: figures, tables and the webcam page."""
+from .. import _modules_on_first_use
+
+__getattr__, __dir__ = _modules_on_first_use(__name__, __file__)

@@ -1,0 +1,4 @@
+"""Pretrained networks: the model store, ImageNet, converted weights, freezing, fine-tuning."""
+from .. import _modules_on_first_use
+
+__getattr__, __dir__ = _modules_on_first_use(__name__, __file__)

@@ -1,0 +1,4 @@
+"""Training and using networks: the loop, prediction, checkpoints, several processes."""
+from .. import _modules_on_first_use
+
+__getattr__, __dir__ = _modules_on_first_use(__name__, __file__)
