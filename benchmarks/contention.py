@@ -265,7 +265,7 @@ def report(r):
 
 def table(rows):
     sys.path.insert(0, ROOT)
-    from utils.tables import format_table  # noqa: E402  (imports no MXNet of its own)
+    from utils.display.tables import format_table  # noqa: E402  (imports no MXNet of its own)
     header = ['workload', 'setting', 'at once', 'load before', 'wall each (s)', 'lone (s)',
               'each / lone', 'train loop each (s)', 'threads (first line of each run)']
     return format_table(header, [

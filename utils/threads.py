@@ -352,7 +352,7 @@ def serial_openmp_in_this_thread():
 
     Why, measured on 2 cores: one `asnumpy` of a 10-element array on the Python thread took a
     mobilenet0.25 training loop at 96 px from 1800-1950 to 1090-1150 images/sec for the rest of
-    the process (creating the pictures with `asnumpy`, as utils.decoded does, was enough); with
+    the process (creating the pictures with `asnumpy`, as utils.data.decoded does, was enough); with
     this call it stays at 1710-1750, and decoding takes the same time. OMP_WAIT_POLICY=ACTIVE
     removes the slowdown too, which points at libgomp's waiting: once it counts more OpenMP
     threads in use than cores, a waiting thread spins 1000 times instead of 300000 before it
