@@ -319,7 +319,7 @@ def public_test(assignment, test_name, namespace):
     the check on them. Print the feedback line (nothing returned: the cell shows only it)."""
     import utils  # noqa: F401  (before MXNet: the numpy names it needs)
     import mxnet as mx
-    from utils.training import seed_everything
+    from utils.training.loop import seed_everything
     from assignments import runner
     from assignments.checks import judge
     from assignments.observations import decode

@@ -156,7 +156,7 @@ def main():
 
 def serve(request, channel):
     """Import the student's module and run the probes; never returns."""
-    from utils.training import seed_everything
+    from utils.training.loop import seed_everything
     CHANNEL[:] = [channel, os.getpid()]
     paths = request['paths']
     probes = load_module(os.path.join(paths['lib'], 'probes.py'), 'probes')
