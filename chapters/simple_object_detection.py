@@ -9,7 +9,9 @@
 #
 # What it shows: a scene holds a triangle or a rectangle among noise; one network output of
 # 5 numbers carries the shape (0 or 224) and the box (left, right, top, bottom), trained with
-# the text's scaled mean squared error. Phase 1 trains a new head on a frozen truncated
+# the text's scaled mean squared error. The text's reason for one model rather than one per
+# task: two models would take more computation and memory, and would not share the feature
+# layers both tasks can use. Phase 1 trains a new head on a frozen truncated
 # MobileNet; phase 2 also unfreezes the base's top layers. The frozen part of the base is
 # computed once per scene (cached features), so phase 1 trains the head alone and phase 2 runs
 # only the unfrozen blocks.
@@ -348,8 +350,11 @@ class Detector:
 # The text's `customLossFunction`: the mean squared error of the prediction against
 # `label * labelMultiplier`, `[224, 1, 1, 1, 1]`, so that the shape (0 or 224) weighs as much
 # as the box coordinates (0-224); at inference a scene is a rectangle when the first output is
-# above 112. In Gluon a loss is a `Loss` block called as `loss(prediction, label)`, returning
-# one value per scene (`utils.train_arrays` averages them); `ScaledMSELoss(1)` is the unscaled
+# above 112. The text's contract for a custom loss: the true labels and the predictions come
+# in as two 2-D tensors of one shape, batch first, and a scalar comes out. A Gluon `Loss`
+# block, called as `loss(prediction, label)`, takes the same two (batch, 5) arrays but returns
+# one value per scene; averaging them over the batch (`utils.train_arrays` does) gives the
+# text's scalar. `ScaledMSELoss(1)` is the unscaled
 # loss of exercise 5. Its factor is 1, not Gluon's L2Loss's 1/2: loss values compare with the
 # text's.
 
